@@ -1,0 +1,5 @@
+import sys
+
+from mam2_server.cli import main
+
+sys.exit(main())

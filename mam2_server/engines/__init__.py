@@ -1,0 +1,39 @@
+"""Engines by name. Imports are lazy so that the weights-free engines never import torch."""
+from __future__ import annotations
+
+import importlib
+
+from mam2_server.engines.base import Engine, EngineConfig, EngineError, FrameResult
+
+DEFAULT_ENGINE = "classic"
+
+# name -> "module:factory"; a factory takes an EngineConfig and returns an Engine.
+_FACTORIES = {
+    "baseline": "mam2_server.engines.baseline:build",
+    "classic": "mam2_server.engines.classic:build",
+    "mam2": "mam2_server.engines.mam2:build",
+    "hybrid": "mam2_server.engines.hybrid:build",
+}
+
+
+def available_engines() -> list[str]:
+    """Names of the engines whose module is present in this installation."""
+    names = []
+    for name, target in _FACTORIES.items():
+        if importlib.util.find_spec(target.split(":")[0]) is not None:
+            names.append(name)
+    return names
+
+
+def create_engine(config: EngineConfig | str) -> Engine:
+    if isinstance(config, str):
+        config = EngineConfig(name=config)
+    target = _FACTORIES.get(config.name)
+    if target is None or config.name not in available_engines():
+        raise EngineError(f"unknown engine {config.name!r}; available: {', '.join(available_engines())}")
+    module_name, factory = target.split(":")
+    return getattr(importlib.import_module(module_name), factory)(config)
+
+
+__all__ = ["DEFAULT_ENGINE", "Engine", "EngineConfig", "EngineError", "FrameResult",
+           "available_engines", "create_engine"]
