@@ -1,0 +1,7 @@
+"""Synthetic shots with exact ground-truth alpha (demo, tests, benchmarks, training)."""
+from mam2_server.synth.clip import (
+    CAMERAS, KINDS, ClipPaths, Layers, SynthClip, make_benchmark, make_clip, prompt_from_alpha, write_clip,
+)
+
+__all__ = ["CAMERAS", "KINDS", "ClipPaths", "Layers", "SynthClip", "make_benchmark", "make_clip",
+           "prompt_from_alpha", "write_clip"]
