@@ -18,12 +18,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 import numpy as np
 
-from mam2_server.engines.plan import Pass
 from mam2_server.prompts import Prompt
+
+if TYPE_CHECKING:  # engines import stages; a runtime import here would be circular
+    from mam2_server.engines.plan import Pass
 
 
 class FrameSource(Protocol):
