@@ -1,0 +1,115 @@
+"""The `mam2` CLI end to end on small synthetic clips, and its error paths."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mam2_server.cli import main
+from mam2_server.io.image import read_image, read_info, write_image
+
+KIND = "solid"
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("clips")
+    assert main(["synth", str(out), "--kinds", KIND, "--frames", "4", "--size", "96x64"]) == 0
+    return out / f"{KIND}_0"
+
+
+def test_synth_writes_plates_alpha_and_prompts(clip_dir):
+    plates = sorted((clip_dir / "plate").glob("*.exr"))
+    assert len(plates) == 4
+    assert len(sorted((clip_dir / "alpha").glob("*.exr"))) == 4
+    prompts = json.loads((clip_dir / "prompts.json").read_text())
+    assert prompts[0]["frame"] == 1001 and len(prompts[0]["box"]) == 4
+    assert read_info(plates[0]).channels[:3] == ("R", "G", "B")
+
+
+def test_matte_then_eval(clip_dir, tmp_path, capsys):
+    out = tmp_path / "alpha.####.exr"
+    code = main(["matte", str(clip_dir / "plate" / "plate.####.exr"), "-o", str(out),
+                 "--prompts", str(clip_dir / "prompts.json"), "--quiet"])
+    assert code == 0
+    written = sorted(tmp_path.glob("alpha.*.exr"))
+    assert [p.name for p in written] == [f"alpha.{f}.exr" for f in range(1001, 1005)]
+    alpha = read_image(written[0])
+    assert alpha.info.channels == ("A",) and alpha.info.pixel_type == "half"
+    assert 0.0 <= alpha.pixels.min() and alpha.pixels.max() <= 1.0
+    assert not list(tmp_path.glob("*.tmp*")), "temp files left behind"
+
+    report = tmp_path / "scores.json"
+    assert main(["eval", "--pred", str(out), "--gt", str(clip_dir / "alpha" / "alpha.####.exr"),
+                 "--json", str(report)]) == 0
+    printed = capsys.readouterr().out
+    for name in ("MAD", "MSE", "Grad", "Conn", "dtSSD"):
+        assert name in printed
+    assert json.loads(report.read_text())
+
+
+def test_matte_keeps_data_window_and_metadata(tmp_path):
+    # A plate whose data window (bbox) is smaller than, and offset inside, its display window.
+    from mam2_server.io.image import ImageInfo
+
+    rng = np.random.default_rng(0)
+    for frame in (1, 2):
+        pixels = rng.uniform(0, 2, (40, 50, 3)).astype(np.float32)
+        pixels[10:30, 15:35] = (3.0, 0.2, 0.1)  # a bright object, values above 1
+        info = ImageInfo(x=6, y=4, width=50, height=40, full_x=0, full_y=0, full_width=64, full_height=48,
+                         channels=("R", "G", "B"), pixel_type="half", metadata={"mam2:test": "kept"})
+        write_image(tmp_path / f"plate.{frame:04d}.exr", pixels, channels=("R", "G", "B"), info=info)
+    assert main(["matte", str(tmp_path / "plate.####.exr"), "-o", str(tmp_path / "a.####.exr"),
+                 "--box", "18,12,44,36", "--engine", "baseline", "--quiet"]) == 0
+    info = read_info(tmp_path / "a.0001.exr")
+    assert (info.x, info.y, info.width, info.height) == (6, 4, 50, 40)
+    assert (info.full_width, info.full_height) == (64, 48)
+    assert info.metadata.get("mam2:test") == "kept"
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "no prompt"),
+    (["--box", "10,10,5,20"], "empty box"),
+    (["--box", "1,1,20,20", "--prompt-frame", "2000"], "outside"),
+    (["--box", "1,1,20,20", "--engine", "nope"], "unknown engine"),
+    (["--box", "1,1,20,20", "--frames", "1001-1009"], "1005-1009"),
+])
+def test_matte_errors_are_clear(clip_dir, tmp_path, capsys, extra, message):
+    code = main(["matte", str(clip_dir / "plate" / "plate.####.exr"), "-o", str(tmp_path / "a.####.exr"),
+                 "--quiet"] + extra)
+    assert code != 0
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.glob("a.*")), "no output may be written when the input is bad"
+
+
+def test_missing_input_names_the_pattern(tmp_path, capsys):
+    code = main(["matte", str(tmp_path / "none.####.exr"), "-o", str(tmp_path / "a.####.exr"), "--box", "1,1,5,5"])
+    assert code != 0
+    assert "none.####.exr" in capsys.readouterr().err
+
+
+def test_bad_box_syntax_is_an_argument_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["matte", "in.####.exr", "-o", "out.####.exr", "--box", "1,2,3"])
+    assert exc.value.code == 2
+    assert "--box" in capsys.readouterr().err
+
+
+def test_demo_writes_matte_contact_sheet_and_metrics(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--frames", "3", "--size", "96x64", "--kind", KIND]) == 0
+    assert len(sorted((out / "alpha").glob("alpha.*.exr"))) == 3
+    assert (out / "contact_sheet.png").stat().st_size > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics
+    assert "MAD" in capsys.readouterr().out
+
+
+def test_console_script_help_everywhere():
+    exe = Path(sys.executable).with_name("mam2")
+    for args in ([], ["matte"], ["eval"], ["synth"], ["demo"], ["bench"]):
+        result = subprocess.run([str(exe), *args, "--help"], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert "usage: mam2" in result.stdout
