@@ -1,16 +1,7 @@
-"""evaluate_sequences: frame matching, size checks, channel choice, report formatting and JSON.
-
-File reading goes through mam2_server.io; the tests here swap in a tiny fake io (arrays in
-.npy files) so the evaluation logic is tested on its own; a real-EXR round trip runs when
-mam2_server.io is installed.
-"""
+"""evaluate_sequences: frame matching, size checks, channel choice, report formatting and JSON."""
 from __future__ import annotations
 
 import json
-import re
-import sys
-import types
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,50 +9,17 @@ import pytest
 
 from mam2_server.eval.evaluate import EvaluationError, evaluate_sequences, format_report, write_json
 from mam2_server.eval.metrics import mad
-
-
-@dataclass
-class _Image:
-    pixels: np.ndarray
-    info: dict
-
-
-class _Pattern:
-    def __init__(self, pattern: str):
-        self.pattern = pattern
-
-    def path(self, frame: int) -> str:
-        return self.pattern.replace("####", f"{frame:04d}")
-
-    def existing_frames(self) -> list[int]:
-        rx = re.compile(re.escape(Path(self.pattern).name).replace("\\#\\#\\#\\#", r"(\d{4})") + "$")
-        return sorted(int(m.group(1)) for p in Path(self.pattern).parent.glob("*")
-                      if (m := rx.match(p.name)))
-
-
-@pytest.fixture
-def fake_io(monkeypatch):
-    image = types.ModuleType("mam2_server.io.image")
-
-    def read_image(path, *, channels=None):
-        data = np.load(path)
-        names = {1: ["Y"], 3: ["R", "G", "B"], 4: ["R", "G", "B", "A"]}[data.shape[2]]
-        return _Image(data.astype(np.float32), {"channels": names})
-
-    image.read_image = read_image
-    seq = types.ModuleType("mam2_server.io.sequence")
-    seq.SequencePattern = _Pattern
-    monkeypatch.setitem(sys.modules, "mam2_server.io.image", image)
-    monkeypatch.setitem(sys.modules, "mam2_server.io.sequence", seq)
+from mam2_server.io.image import write_image
 
 
 def _write(dirpath: Path, name: str, frames, arrays):
+    """Float EXRs (exact values); 2-D arrays as a single 'A' channel, (H, W, 4) as RGBA."""
     dirpath.mkdir(parents=True, exist_ok=True)
     for f, a in zip(frames, arrays):
-        a = a[..., None] if a.ndim == 2 else a
-        with open(dirpath / f"{name}.{f:04d}.npy", "wb") as fh:  # exact name, no .npy appended twice
-            np.save(fh, a)
-    return str(dirpath / f"{name}.####.npy")
+        channels = ("A",) if a.ndim == 2 else ("R", "G", "B", "A")
+        write_image(dirpath / f"{name}.{f:04d}.exr", a if a.ndim == 3 else a[..., None], channels=channels,
+                    pixel_type="float")
+    return str(dirpath / f"{name}.####.exr")
 
 
 def _alphas(n, seed):
@@ -69,7 +27,7 @@ def _alphas(n, seed):
     return [rng.random((12, 16)).astype(np.float32) for _ in range(n)]
 
 
-def test_evaluate_matches_metrics(tmp_path, fake_io):
+def test_evaluate_matches_metrics(tmp_path):
     frames = [1001, 1002, 1003]
     gt = _alphas(3, 0)
     pred = _alphas(3, 1)
@@ -95,26 +53,25 @@ def test_evaluate_matches_metrics(tmp_path, fake_io):
     assert json.loads(out.read_text())["summary"]["MAD"] == pytest.approx(report["summary"]["MAD"])
 
 
-def test_missing_frames_named(tmp_path, fake_io):
+def test_missing_frames_named(tmp_path):
     gt_pat = _write(tmp_path / "gt", "alpha", [1, 2, 3], _alphas(3, 0))
     pred_pat = _write(tmp_path / "pred", "alpha", [1, 3], _alphas(2, 1))
-    with pytest.raises(EvaluationError, match=r"prediction .* missing frame\(s\) 2 .*alpha\.0002\.npy"):
+    with pytest.raises(EvaluationError, match=r"prediction .* missing frame\(s\) 2 .*alpha\.0002\.exr"):
         evaluate_sequences(pred_pat, gt_pat)
     with pytest.raises(EvaluationError, match=r"ground truth .* missing frame\(s\) 7"):
         evaluate_sequences(pred_pat, gt_pat, frames=[1, 7])
     with pytest.raises(EvaluationError, match="no ground-truth frames"):
-        evaluate_sequences(pred_pat, str(tmp_path / "none" / "a.####.npy"))
+        evaluate_sequences(pred_pat, str(tmp_path / "none" / "a.####.exr"))
 
 
-def test_size_mismatch_named(tmp_path, fake_io):
+def test_size_mismatch_named(tmp_path):
     gt_pat = _write(tmp_path / "gt", "alpha", [5], _alphas(1, 0))
     pred_pat = _write(tmp_path / "pred", "alpha", [5], [np.zeros((10, 16), np.float32)])
-    with pytest.raises(EvaluationError, match=r"frame 5: .*pred/alpha\.0005\.npy is 16x10 but .*16x12"):
+    with pytest.raises(EvaluationError, match=r"frame 5: .*pred/alpha\.0005\.exr is 16x10 but .*16x12"):
         evaluate_sequences(pred_pat, gt_pat)
 
 
 def test_zero_matte_baseline_on_synthetic_clip(tmp_path):
-    pytest.importorskip("mam2_server.io.image")
     from mam2_server.io.image import write_alpha
     from mam2_server.synth import make_clip, write_clip
 

@@ -177,7 +177,6 @@ def test_benchmark_set():
 
 
 def test_write_clip(tmp_path):
-    pytest.importorskip("mam2_server.io.image")
     from mam2_server.io.image import read_image
 
     clip = make_clip("fire", num_frames=2, width=64, height=48, seed=4)

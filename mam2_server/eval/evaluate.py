@@ -19,6 +19,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from mam2_server.eval.metrics import METRICS, SequenceMetrics, format_table
+from mam2_server.io.image import read_image, to_display_window
+from mam2_server.io.sequence import SequencePattern
 
 __all__ = ["EvaluationError", "read_alpha", "evaluate_sequences", "format_report", "write_json"]
 
@@ -27,39 +29,15 @@ class EvaluationError(ValueError):
     """Missing frames, mismatched sizes or unreadable mattes."""
 
 
-def _channel_names(image) -> list[str] | None:
-    info = getattr(image, "info", None)
-    for key in ("channels", "channel_names", "channelnames"):
-        names = getattr(info, key, None)
-        if names is None and isinstance(info, Mapping):
-            names = info.get(key)
-        if names:
-            return [str(n) for n in names]
-    return None
-
-
 def read_alpha(path: str | Path) -> np.ndarray:
-    """(H, W) float32 alpha of an image file (see the module docstring for the channel choice)."""
-    from mam2_server.io.image import read_image
-
+    """(H, W) float32 alpha of an image file over its display window: the 'A' channel, else the first."""
     try:
-        image = read_image(str(path))
+        image = read_image(path)
     except FileNotFoundError:
         raise EvaluationError(f"{path}: file not found") from None
-    px = np.asarray(image.pixels, np.float32)
-    info = getattr(image, "info", None)
-    if info is not None and getattr(info, "data_is_display", True) is False:
-        from mam2_server.io.info import to_display_window  # EXR data window != display window
-
-        px = np.asarray(to_display_window(image), np.float32)
-    if px.ndim == 2:
-        return px
-    names = _channel_names(image)
-    if names is not None and len(names) == px.shape[2]:
-        idx = names.index("A") if "A" in names else 0
-    else:
-        idx = px.shape[2] - 1 if px.shape[2] in (2, 4) else 0
-    return np.ascontiguousarray(px[:, :, idx])
+    pixels = image.pixels if image.info.data_is_display else to_display_window(image)
+    channels = image.info.channels
+    return np.ascontiguousarray(pixels[:, :, channels.index("A") if "A" in channels else 0], np.float32)
 
 
 def _missing(pattern, frames: Sequence[int]) -> list[int]:
@@ -80,8 +58,6 @@ def evaluate_sequences(pred: str, gt: str, frames: Sequence[int] | None = None, 
     Returns {"pred", "gt", "frames", "metrics", "per_frame": {metric: [...]}, "summary": {metric: mean},
     "conventions"}.
     """
-    from mam2_server.io.sequence import SequencePattern
-
     pred_seq, gt_seq = SequencePattern(pred), SequencePattern(gt)
     if frames is None:
         frames = sorted(int(f) for f in gt_seq.existing_frames())
