@@ -9,6 +9,7 @@ import argparse
 import importlib
 
 TARGETS = {
+    "io": "reading, writing, encoding and colour-converting plates",
     "engines": "quality and speed of the engines side by side on the synthetic benchmark",
     "model": "MAM2 network: parameters and ms per frame per stage",
     "server": "protocol/transport overhead and server memory over a long shot",
