@@ -1,0 +1,33 @@
+"""`classic`: weights-free video matting.
+
+segment: GrabCut from the prompt carried by DIS optical flow with accumulated colour models
+(`stages.segment.tracker.FlowTracker`); trimap: unknown band adapted to local uncertainty,
+smoothed over time (`stages.trimap.adaptive.AdaptiveTrimapper`); matte: closed-form
+matting with clean-plate (difference) evidence in linear light and temporal priors at a
+proxy resolution, guided-filter upsampled (`stages.matte.video.VideoMatter`).
+"""
+from __future__ import annotations
+
+from mam2_server.engines.base import EngineConfig, StagedEngine
+from mam2_server.stages.base import Matter, Trimapper
+from mam2_server.stages.matte.video import VideoMatter
+from mam2_server.stages.segment.tracker import FlowTracker
+from mam2_server.stages.trimap.adaptive import AdaptiveTrimapper
+
+
+def trimap_and_matte_stages() -> tuple[Trimapper, Matter]:
+    """classic's own trimap and matte stages (for engines that bring their own masks, e.g. hybrid)."""
+    return AdaptiveTrimapper(), VideoMatter()
+
+
+class ClassicEngine(StagedEngine):
+    name = "classic"
+    chained = False
+
+    def __init__(self, **matter_options) -> None:
+        trimapper, _ = trimap_and_matte_stages()
+        super().__init__(segmenter=FlowTracker(), trimapper=trimapper, matter=VideoMatter(**matter_options))
+
+
+def build(config: EngineConfig) -> ClassicEngine:
+    return ClassicEngine()

@@ -1,0 +1,1 @@
+"""Matte stages and matting helpers."""

@@ -1,0 +1,196 @@
+"""Clean plate of the background at one frame, from aligned neighbouring frames.
+
+Neighbours are read through the FrameSource (RGB only, never another pass's result),
+aligned to the current frame with a homography fitted to ORB features outside the
+tracked object (identity when the camera is locked or features are too few), and
+combined with a per-pixel median in scene-linear light. A small LRU cache of proxy
+frames keeps memory flat in the shot's length.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from mam2_server.stages.base import FrameSource
+from mam2_server.stages.segment.common import resize
+
+
+@dataclass
+class Plate:
+    background: np.ndarray  # (h, w, 3) linear, proxy resolution
+    valid: np.ndarray  # (h, w) number of neighbours that saw the pixel
+    spread: np.ndarray  # (h, w) median absolute deviation of the neighbours (linear)
+    noise: float  # robust noise level of |I - B| on the background
+    change: np.ndarray | None = None  # (h, w) largest |I - aligned neighbour| over all neighbours (linear)
+    aligned: np.ndarray | None = None  # (h, w) how many aligned neighbours saw the pixel
+
+
+def _gray_u8(linear: np.ndarray) -> np.ndarray:
+    x = np.clip(linear, 0, 1)
+    x = np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
+    y = x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114
+    return np.clip(y * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+class CleanPlateEstimator:
+    def __init__(self, source: FrameSource, shape: tuple[int, int], *, max_neighbours: int = 6,
+                 reach: int = 12, cache_size: int = 32) -> None:
+        self.source = source
+        self.shape = shape
+        self.max_neighbours = max_neighbours
+        self.reach = reach
+        self._cache: OrderedDict[int, tuple] = OrderedDict()
+        self._cache_size = cache_size
+        patch = 31 if min(shape) >= 200 else 15
+        self._orb = cv2.ORB_create(nfeatures=800, fastThreshold=10, edgeThreshold=patch, patchSize=patch)
+
+    def _get(self, frame: int, linear: np.ndarray | None = None):
+        if frame in self._cache:
+            self._cache.move_to_end(frame)
+            return self._cache[frame]
+        if linear is None:
+            linear = self.source.linear(frame)
+        small = resize(np.asarray(linear, np.float32), self.shape)
+        gray = _gray_u8(small)
+        kp, des = self._orb.detectAndCompute(gray, None)
+        pts = np.float32([k.pt for k in kp]) if kp else np.zeros((0, 2), np.float32)
+        item = (small, gray, pts, des)
+        self._cache[frame] = item
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return item
+
+    def neighbours(self, frame: int) -> list[int]:
+        frames = list(self.source.frames)
+        i = frames.index(frame)
+        cands = [f for f in frames[max(0, i - self.reach):i + self.reach + 1] if f != frame]
+        # prefer mid-range offsets: far enough for the object to have moved, near enough to align
+        cands.sort(key=lambda f: (-abs(f - frame), f))
+        return sorted(cands[:self.max_neighbours])
+
+    def _homography(self, cur, nb, object_mask: np.ndarray | None) -> np.ndarray | None:
+        _, _, pts_c, des_c = cur
+        _, _, pts_n, des_n = nb
+        if des_c is None or des_n is None or len(pts_c) < 12 or len(pts_n) < 12:
+            return None
+        matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
+        matches = matcher.match(des_n, des_c)
+        if object_mask is not None:
+            h, w = object_mask.shape
+            keep = []
+            for m in matches:
+                x, y = pts_c[m.trainIdx]
+                if not object_mask[min(h - 1, int(y)), min(w - 1, int(x))]:
+                    keep.append(m)
+            matches = keep
+        if len(matches) < 12:
+            return None
+        src = np.float32([pts_n[m.queryIdx] for m in matches])
+        dst = np.float32([pts_c[m.trainIdx] for m in matches])
+        H, inl = cv2.findHomography(src, dst, cv2.RANSAC, 1.5, maxIters=500, confidence=0.99)
+        if H is None or inl is None or inl.sum() < 10:
+            return None
+        return H
+
+    @staticmethod
+    def _translation(cur, nb, object_mask: np.ndarray | None) -> np.ndarray:
+        """Fallback alignment (too few features): a global shift fitted by ECC on the background
+        (coarse to fine, the object masked out of the current frame)."""
+        a = cur[1].astype(np.float32) / 255.0
+        b = nb[1].astype(np.float32) / 255.0
+        keep = np.ones(a.shape, np.uint8) if object_mask is None else (~object_mask).astype(np.uint8)
+        warp = np.eye(2, 3, dtype=np.float32)
+        levels = [2, 1] if min(a.shape) >= 200 else [1]
+        criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
+        for lv in levels:
+            size = (max(8, a.shape[1] // lv), max(8, a.shape[0] // lv))
+            sa, sb = cv2.resize(a, size, interpolation=cv2.INTER_AREA), cv2.resize(b, size, interpolation=cv2.INTER_AREA)
+            sm = cv2.resize(keep, size, interpolation=cv2.INTER_NEAREST)
+            w = warp.copy()
+            w[:, 2] /= lv
+            try:
+                _, w = cv2.findTransformECC(sa, sb, w, cv2.MOTION_TRANSLATION, criteria, sm, 3)
+            except cv2.error:
+                continue
+            warp = w.copy()
+            warp[:, 2] *= lv
+        # ECC maps current -> neighbour coordinates; the plate wants neighbour -> current
+        return np.array([[1, 0, -warp[0, 2]], [0, 1, -warp[1, 2]], [0, 0, 1]], np.float64)
+
+    def estimate(self, frame: int, linear: np.ndarray, object_mask: np.ndarray | None = None,
+                 velocity: tuple[float, float] | None = None) -> Plate | None:
+        """Plate at `frame` (proxy resolution); None when the shot has no usable neighbours.
+
+        `object_mask` (proxy resolution, generously dilated) is where the object is now;
+        `velocity` its motion against the background in proxy pixels per frame. A
+        neighbour's sample counts only where the object, moved by velocity x offset, has
+        uncovered the background (without a velocity: outside the mask only).
+        """
+        cur = self._get(frame, linear)
+        h, w = self.shape
+        samples, valids = [], []
+        change = aligned = None
+        for f in self.neighbours(frame):
+            nb = self._get(f)
+            H = self._homography(cur, nb, object_mask)
+            if H is None:
+                H = self._translation(cur, nb, object_mask)
+            warped = cv2.warpPerspective(nb[0], H, (w, h), flags=cv2.INTER_LINEAR,
+                                         borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+            ones = cv2.warpPerspective(np.ones((h, w), np.float32), H, (w, h), flags=cv2.INTER_LINEAR,
+                                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            ok = ones > 0.999
+            if ok.mean() < 0.3:
+                continue
+            if object_mask is not None:
+                if velocity is None:
+                    there = object_mask
+                else:
+                    d = f - frame
+                    M = np.float32([[1, 0, velocity[0] * d], [0, 1, velocity[1] * d]])
+                    there = cv2.warpAffine(object_mask.astype(np.uint8), M, (w, h), flags=cv2.INTER_NEAREST) > 0
+                revealed = ok & ~there
+            else:
+                revealed = ok
+            # reject a misalignment: the background away from the object must match
+            bgm = ok if object_mask is None else ok & ~object_mask
+            if bgm.sum() > 50:
+                err = np.median(np.abs(warped[bgm] - cur[0][bgm]))
+                ref = np.median(np.abs(cur[0][bgm] - np.median(cur[0][bgm], axis=0))) + 1e-4
+                if err > 0.5 * ref and err > 0.02:
+                    continue
+            samples.append(np.where(revealed[..., None], warped, np.nan))
+            valids.append(revealed)
+            d = np.linalg.norm(warped - cur[0], axis=2)
+            change = np.where(ok, d, 0.0) if change is None else np.maximum(change, np.where(ok, d, 0.0))
+            aligned = ok.astype(np.int32) if aligned is None else aligned + ok
+        if len(samples) < 2:
+            return None
+        stack = np.stack(samples)  # (n, h, w, 3)
+        with np.errstate(all="ignore"):
+            bg = _nanmedian0(stack)
+            spread = _nanmedian0(np.abs(stack - bg[None])).max(axis=2)
+        valid = np.sum(valids, axis=0)
+        bg = np.where(np.isfinite(bg), bg, cur[0]).astype(np.float32)
+        spread = np.where(np.isfinite(spread), spread, 1.0).astype(np.float32)
+        diff = np.linalg.norm(cur[0] - bg, axis=2)
+        away = valid >= 1
+        if object_mask is not None:
+            away &= ~object_mask
+        noise = float(1.4826 * np.median(diff[away])) if away.sum() > 50 else 0.01
+        return Plate(bg, valid, spread, max(noise, 2e-3), change.astype(np.float32), aligned)
+
+
+def _nanmedian0(x: np.ndarray) -> np.ndarray:
+    """Median over axis 0 ignoring NaN (NaN where all are NaN); fast for a few samples."""
+    srt = np.sort(x, axis=0)  # NaN sort last
+    n = np.sum(~np.isnan(x), axis=0)
+    lo = np.clip((n - 1) // 2, 0, x.shape[0] - 1)
+    hi = np.clip(n // 2, 0, x.shape[0] - 1)
+    a = np.take_along_axis(srt, lo[None], axis=0)[0]
+    b = np.take_along_axis(srt, hi[None], axis=0)[0]
+    out = 0.5 * (a + b)
+    return np.where(n > 0, out, np.nan).astype(np.float32)

@@ -1,0 +1,325 @@
+"""Classic matte stage: closed-form matting with video evidence, at a proxy resolution.
+
+Alpha at the proxy resolution minimises
+
+    a^T L a + sum_i c_i (a_i - p_i)^2
+
+with L the closed-form (matting Laplacian) smoothness term of the display image and
+per-pixel priors p with confidences c from
+
+* the trimap: known foreground / background (hard constraints);
+* a weak pull towards 0 for unknown pixels far from any sure foreground
+  (`unknown_pull`, `pull_distance`): with the trimap's colour gate this is what keeps
+  see-through interiors (glass, smoke) and background caught in a box-shaped mask low;
+* a clean plate B of the background (neighbouring frames aligned by homography, only
+  samples where the object has moved away), in scene-linear light where
+  I = aF + (1 - a)B holds. Used once the object is found to be see-through (background
+  texture visible through it):
+    - background evidence: |I - B| within the noise -> a = 0 (on by default);
+    - see-through regression / difference matting (`seethrough_alpha`, weight
+      `diff_weight`, off by default: it did not pay on the synthetic benchmark);
+* temporal coherence: the previous frame's alpha warped by the tracker's flow,
+  where the flow is consistent and the warp is photometrically right.
+
+The result is brought to full resolution with a guided filter (edge-aware).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import scipy.sparse
+
+from mam2_server.engines.plan import Pass
+from mam2_server.prompts import Prompt
+from mam2_server.stages.base import FrameImages, FrameSource, Matter, Segmentation
+from mam2_server.stages.matte.cleanplate import CleanPlateEstimator, Plate
+from mam2_server.stages.matte.guided import guided_upsample
+from mam2_server.stages.segment.common import bbox, proxy_shape, resize
+
+HARD = 100.0
+
+
+def solve_with_priors(image: np.ndarray, prior: np.ndarray, conf: np.ndarray) -> np.ndarray:
+    """argmin a^T L a + sum c (a - p)^2 with pixels of c >= HARD fixed to p. image: display RGB."""
+    from pymatting import cf_laplacian, cg, ichol
+
+    hard = conf >= HARD
+    free = ~hard
+    out = np.where(hard, prior, 0.0).astype(np.float64)
+    if not free.any():
+        return out.astype(np.float32)
+    h, w = prior.shape
+    box = bbox(free)
+    x0, y0, x1, y1 = box
+    m = 3
+    x0, y0, x1, y1 = max(0, x0 - m), max(0, y0 - m), min(w, x1 + m), min(h, y1 + m)
+    img = np.clip(image[y0:y1, x0:x1], 0, 1).astype(np.float64)
+    P = prior[y0:y1, x0:x1].astype(np.float64).ravel()
+    C = conf[y0:y1, x0:x1].astype(np.float64).ravel()
+    F = free[y0:y1, x0:x1].ravel()
+    known = ~F
+    if img.shape[0] < 3 or img.shape[1] < 3:
+        out[y0:y1, x0:x1] = np.where(F.reshape(img.shape[:2]), P.reshape(img.shape[:2]), out[y0:y1, x0:x1])
+        return out.astype(np.float32)
+    L = cf_laplacian(img, is_known=known.reshape(img.shape[:2]) & (C.reshape(img.shape[:2]) >= HARD))
+    L = L.tocsr()
+    Lff = L[F][:, F]
+    Lfk = L[F][:, known]
+    cf = np.where(C[F] >= HARD, 0.0, C[F])
+    # a weak pull towards the prior keeps regions cut off from every constraint well-posed
+    cf = np.maximum(cf, 1e-4)
+    A = (Lff + scipy.sparse.diags(cf)).tocsr()
+    b = cf * P[F] - Lfk @ P[known]
+    x = None
+    try:
+        with np.errstate(all="ignore"):
+            x = cg(A, b, M=ichol(A.tocsc()), rtol=1e-6, maxiter=1000)
+    except Exception:
+        x = None
+    if x is None or not np.isfinite(x).all():
+        from scipy.sparse import linalg as spla
+        try:
+            x = spla.spsolve(A.tocsc(), b)
+        except Exception:  # pragma: no cover - keep the priors
+            x = P[F]
+        if not np.isfinite(x).all():
+            x = P[F]
+    sub = P.copy()
+    sub[F] = x
+    out[y0:y1, x0:x1] = sub.reshape(img.shape[:2])
+    return np.clip(out, 0, 1).astype(np.float32)
+
+
+def _object_velocity(seg: Segmentation, frame: int, shape, mask: np.ndarray):
+    """Object motion against the background, proxy px per frame (None when unknown)."""
+    flow, to = seg.extras.get("flow"), seg.extras.get("flow_to")
+    if flow is None or to is None or to == frame or not mask.any() or mask.all():
+        return None
+    fs = flow.shape[:2]
+    if fs != shape:
+        flow = resize(flow, shape) * np.array([shape[1] / fs[1], shape[0] / fs[0]], np.float32)
+    rel = np.median(flow[mask], axis=0) - np.median(flow[~mask], axis=0)
+    # flow maps to frame `to` (position there = x + rel): per-frame motion is rel / (to - frame)
+    v = rel / float(to - frame)
+    return float(v[0]), float(v[1])
+
+
+def _box(x: np.ndarray, r: int) -> np.ndarray:
+    return cv2.boxFilter(x, -1, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
+
+
+def seethrough_alpha(lin: np.ndarray, bg: np.ndarray, sigma: float, r: int = 3):
+    """Alpha of a see-through layer over a known background, two ways (scene-linear in).
+
+    * texture regression: in a small window, with alpha and F locally constant,
+      I = (1 - alpha) B + alpha F is linear in B: the slope is 1 - alpha. Needs texture in B;
+      confidence grows with the window's background variance over the noise;
+    * projection: alpha = <I - B, F - B> / |F - B|^2 with F = (mean I - (1 - alpha) mean B) / alpha
+      from the regression, spread into flat areas by normalised convolution.
+
+    Returns (alpha_t, conf_t, alpha_p, conf_p), all (h, w) float32.
+    """
+    I = lin.astype(np.float32)
+    B = bg.astype(np.float32)
+    mI, mB = _box(I, r), _box(B, r)
+    cov = (_box(I * B, r) - mI * mB).sum(axis=2)
+    var = (_box(B * B, r) - mB * mB).sum(axis=2)
+    slope = cov / (var + 1e-8)
+    a_t = np.clip(1.0 - slope, 0.0, 1.0)
+    c_t = (var / (var + (3.0 * sigma) ** 2)).astype(np.float32)
+    # object colour where the regression is trustworthy and the layer not too thin
+    Fw = c_t * np.clip(a_t - 0.1, 0, 1) ** 2
+    F_pix = (mI - (1.0 - a_t)[..., None] * mB) / np.maximum(a_t, 0.1)[..., None]
+    big = max(3, 4 * r)
+    num = _box(F_pix * Fw[..., None], big)
+    den = _box(Fw, big)
+    for _ in range(3):  # grow the estimate into flat areas
+        missing = den < 1e-4
+        if not missing.any():
+            break
+        num = np.where(missing[..., None], _box(num, big), num)
+        den = np.where(missing, _box(den, big), den)
+    F = num / np.maximum(den, 1e-8)[..., None]
+    FB = F - B
+    nrm = (FB * FB).sum(axis=2)
+    D = I - B
+    a_p = np.clip((D * FB).sum(axis=2) / np.maximum(nrm, (4 * sigma) ** 2), 0, 1)
+    res = np.linalg.norm(D - a_p[..., None] * FB, axis=2)
+    c_p = (den > 1e-4) * np.exp(-(res / (3 * sigma + 1e-6)) ** 2) * (nrm / (nrm + (6 * sigma) ** 2))
+    return a_t.astype(np.float32), c_t, a_p.astype(np.float32), c_p.astype(np.float32)
+
+
+def _highpass(img: np.ndarray) -> np.ndarray:
+    y = img.mean(axis=2) if img.ndim == 3 else img
+    y = y.astype(np.float32)
+    return y - cv2.GaussianBlur(y, (0, 0), 1.0)
+
+
+class VideoMatter(Matter):
+    def __init__(self, proxy_long_side: int = 640, use_plate: bool = True, temporal: float = 0.05,
+                 diff_weight: float = 0.0, bg_weight: float = 3.0, unknown_pull: float = 0.5, pull_distance: float = 0.05,
+                 static_weight: float = 1.0) -> None:
+        self.unknown_pull = unknown_pull
+        self.static_weight = static_weight
+        self.pull_distance = pull_distance
+        self.proxy_long_side = proxy_long_side
+        self.use_plate = use_plate
+        self.temporal = temporal
+        self.diff_weight = diff_weight
+        self.bg_weight = bg_weight
+        self._plates: CleanPlateEstimator | None = None
+        self._prev: np.ndarray | None = None
+        self._transparency: float | None = None
+        self._dynamic: float | None = None
+        self._source: FrameSource | None = None
+        self.last_debug: dict = {}
+
+    def begin_pass(self, source: FrameSource, plan: Pass, prompt: Prompt) -> None:
+        self._source = source
+        self._plates = None
+        self._prev = None
+        self._transparency = None
+        self._dynamic = None
+
+    def _plate(self, frame: int, linear: np.ndarray, shape, mask_s: np.ndarray,
+               velocity: tuple[float, float] | None) -> Plate | None:
+        if not self.use_plate or self._source is None or len(self._source.frames) < 3:
+            return None
+        if self._plates is None or self._plates.shape != shape:
+            self._plates = CleanPlateEstimator(self._source, shape)
+        r = max(2, int(0.03 * max(shape)))
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        obj = cv2.dilate(mask_s.astype(np.uint8), k) > 0
+        return self._plates.estimate(frame, linear, obj, velocity)
+
+    def process(self, images: FrameImages, seg: Segmentation, trimap: np.ndarray) -> np.ndarray:
+        full = trimap.shape
+        shape = proxy_shape(*full, self.proxy_long_side)
+        disp = resize(images.display, shape)
+        lin = resize(np.asarray(images.linear, np.float32), shape)
+        tri = resize(trimap.astype(np.float32), shape, nearest=True)
+        mask = resize(seg.mask, shape) > 0.5
+        prior = (tri >= 0.75).astype(np.float32)
+        # unknown pixels get a weak pull towards 0: where nothing else informs them, a matte
+        # that errs towards background is the safer error (no garbage over the plate)
+        # (stronger the further a pixel is from any sure foreground)
+        known = (tri >= 0.75) | (tri <= 0.25)
+        dist = np.full(shape, 1e6, np.float32)  # distance to sure foreground, in pull_distance units
+        fg_sure = (tri >= 0.75).astype(np.uint8)
+        if fg_sure.any() and not known.all():
+            dist = cv2.distanceTransform(1 - fg_sure, cv2.DIST_L2, 3) / (self.pull_distance * max(shape))
+        pull = self.unknown_pull * np.clip(dist - 1.0, 0, 1)
+        far = np.clip(dist, 0, 1).astype(np.float32)
+        conf = np.where(known, HARD, pull).astype(np.float32)
+        plate = self._plate(images.frame, images.linear, shape, mask, _object_velocity(seg, images.frame, shape, mask))
+        dbg = {}
+        if plate is not None and mask.any():
+            self._add_static_evidence(lin, mask, plate, prior, conf, far, dbg)
+            self._add_plate_evidence(lin, mask, tri, plate, prior, conf, dbg)
+        if self.temporal > 0 and self._prev is not None and self._prev.shape == shape:
+            self._add_temporal(seg, shape, prior, conf)
+        if not mask.any() and not (conf < HARD).any():
+            alpha_s = np.zeros(shape, np.float32)
+        else:
+            alpha_s = solve_with_priors(disp, prior, conf)
+        self._prev = alpha_s
+        self.last_debug = dbg
+        return guided_upsample(alpha_s, images.display)
+
+    def _add_static_evidence(self, lin, mask, plate: Plate, prior, conf, far, dbg) -> None:
+        """Inside the mask of an object that changes from frame to frame (moves, deforms, drifts),
+        pixels that stay exactly the same in every aligned neighbour are background seen through
+        or beside it (the cup under the steam, the wall behind the splash): pull them to 0."""
+        if self.static_weight <= 0 or plate.change is None:
+            return
+        seen = plate.aligned >= 2
+        static = seen & (plate.change < 1.5 * plate.noise + 0.005 * np.linalg.norm(lin, axis=2))
+        inside = mask & seen
+        if inside.sum() < 20:
+            return
+        moving = 1.0 - float(static[inside].mean())
+        # decided over the pass (smoothed), like the see-through test
+        self._dynamic = moving if self._dynamic is None else 0.7 * self._dynamic + 0.3 * moving
+        dbg.update(dynamic=self._dynamic)
+        if self._dynamic < 0.5:
+            return  # the object itself is still: unchanged pixels say nothing
+        # like the unknown pull: not next to sure foreground (a flat patch of a moving opaque
+        # object can look unchanged from frame to frame)
+        sel = static & mask & (conf < HARD)
+        w = self.static_weight * far[sel]
+        prior[sel] = (conf[sel] * prior[sel]) / np.maximum(conf[sel] + w, 1e-9)
+        conf[sel] = conf[sel] + w
+
+    def _add_plate_evidence(self, lin, mask, tri, plate: Plate, prior, conf, dbg) -> None:
+        sigma = plate.noise
+        B = plate.background
+        D = lin - B
+        e = np.linalg.norm(D, axis=2)
+        reliable = (plate.valid >= 1) & (plate.spread < 3 * sigma + 0.1 * np.linalg.norm(B, axis=2))
+        h, w = mask.shape
+        # only look for the object near where the tracker put it
+        R = max(3, int(0.08 * max(h, w)))
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * R + 1, 2 * R + 1))
+        near = cv2.dilate(mask.astype(np.uint8), k) > 0
+        rc = max(3, int(0.015 * max(h, w)))
+        deep = cv2.erode(mask.astype(np.uint8), np.ones((2 * rc + 1, 2 * rc + 1), np.uint8)) > 0
+        deep &= reliable
+        # a plate that still holds the object (it did not move against the background)
+        static = deep.sum() > 20 and float((e[deep] < 3 * sigma).mean()) > 0.6
+        dbg.update(sigma=sigma, static=static)
+        if static:
+            return
+        if deep.sum() > 20:
+            # see-through test: the background's texture shows through a transparent object,
+            # so high-pass I correlates with high-pass B inside the object (away from its
+            # edges); not through an opaque one
+            hi = _highpass(lin)[deep]
+            hb = _highpass(B)[deep]
+            den = float(np.sqrt((hi * hi).sum() * (hb * hb).sum()))
+            score = float((hi * hb).sum()) / den if den > 1e-12 else 0.0
+            # decided over the pass, not per frame, so the matte does not switch modes (flicker)
+            self._transparency = score if self._transparency is None else 0.7 * self._transparency + 0.3 * score
+        transparent = self._transparency is not None and self._transparency > 0.35
+        dbg.update(transparent=transparent, score=self._transparency)
+        if not transparent:
+            return  # opaque object: the trimap + Laplacian already do best
+        a_t, c_t, a_p, c_p = seethrough_alpha(lin, B, sigma, r=max(2, int(0.012 * max(h, w))))
+        dbg.update(a_t=a_t, c_t=c_t, a_p=a_p, c_p=c_p)
+        bgev = reliable & near & (e < 2.5 * sigma)
+        fgev = reliable & near & ~bgev
+        c_bg = np.where(bgev, self.bg_weight, 0.0)
+        c_fg = np.where(fgev, self.diff_weight * (c_t + c_p), 0.0)
+
+        a_fg = (c_t * a_t + c_p * a_p) / np.maximum(c_t + c_p, 1e-6)
+        sel = (c_bg > 0) | (c_fg > 0.05)
+        # these pixels stop being hard constraints: the evidence decides with the Laplacian
+        conf[sel] = c_bg[sel] + c_fg[sel]
+        prior[sel] = (c_fg[sel] * a_fg[sel]) / np.maximum(conf[sel], 1e-6)
+        # elsewhere the trimap stays: its unknown band is solved by the Laplacian alone
+
+    def _add_temporal(self, seg: Segmentation, shape, prior, conf) -> None:
+        flow = seg.extras.get("flow")
+        ok = seg.extras.get("consistent")
+        if flow is None:
+            return
+        fs = flow.shape[:2]
+        if fs != shape:
+            sx, sy = shape[1] / fs[1], shape[0] / fs[0]
+            flow = resize(flow, shape) * np.array([sx, sy], np.float32)
+            ok = resize(ok.astype(np.float32), shape) > 0.5 if ok is not None else None
+        h, w = shape
+        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        warped = cv2.remap(self._prev, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+        c_t = np.full(shape, self.temporal, np.float32)
+        if ok is not None:
+            c_t[~ok] = 0.0
+        res = seg.extras.get("warp_residual")
+        if res is not None:
+            res = resize(res, shape) if res.shape != shape else res
+            c_t *= np.exp(-(res / 0.03) ** 2)
+        soft = conf < HARD
+        tot = conf + c_t
+        blend = np.where(tot > 0, (conf * prior + c_t * warped) / np.maximum(tot, 1e-9), prior)
+        prior[soft] = blend[soft]
+        conf[soft] = tot[soft]

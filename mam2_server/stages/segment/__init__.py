@@ -1,0 +1,1 @@
+"""Segment stages (weights-free)."""

@@ -1,0 +1,133 @@
+import cv2
+import numpy as np
+
+from mam2_server.engines.plan import FORWARD, Pass
+from mam2_server.io import ArraySource
+from mam2_server.prompts import Prompt
+from mam2_server.stages.base import FrameImages, Segmentation
+from mam2_server.stages.matte.cleanplate import CleanPlateEstimator
+from mam2_server.stages.matte.closed_form import ClosedFormMatter, solve_alpha
+from mam2_server.stages.matte.foreground import estimate_foreground, premultiplied_rgba
+from mam2_server.stages.matte.guided import guided_filter, guided_upsample
+from mam2_server.stages.matte.video import HARD, VideoMatter, solve_with_priors
+from mam2_server.stages.trimap.band import band_trimap
+
+W, H = 96, 64
+YY, XX = np.mgrid[0:H, 0:W]
+
+
+def background(seed=0, w=W, h=H, blur=1.5):
+    rng = np.random.default_rng(seed)
+    tex = cv2.GaussianBlur(rng.random((h, w, 3)).astype(np.float32), (0, 0), blur)
+    tex = (tex - tex.min()) / (tex.max() - tex.min())
+    return (0.05 + 0.4 * tex).astype(np.float32)
+
+
+def disc(cx, cy=32, r=13):
+    return np.clip(r + 0.5 - np.sqrt((XX + 0.5 - cx) ** 2 + (YY + 0.5 - cy) ** 2), 0, 1).astype(np.float32)
+
+
+def composite(alpha, fg, bg):
+    return (alpha[..., None] * np.asarray(fg, np.float32) + (1 - alpha[..., None]) * bg).astype(np.float32)
+
+
+def srgb(x):
+    x = np.clip(x, 0, 1)
+    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055).astype(np.float32)
+
+
+def test_closed_form_on_a_disc_and_degenerate_trimaps():
+    a = disc(48)
+    img = srgb(composite(a, [0.8, 0.2, 0.1], background()))
+    alpha = solve_alpha(img, band_trimap(a, 3))
+    assert np.abs(alpha - a).mean() < 0.01
+    assert (solve_alpha(img, np.zeros((H, W))) == 0).all()
+    assert (solve_alpha(img, np.full((H, W), 0.5)) == 0).all()  # nothing known: no object
+    assert solve_alpha(img, np.where(a > 0.5, 1.0, 0.5))[32, 48] == 1.0  # no background anchor
+
+
+def test_closed_form_matter_at_proxy_resolution():
+    a = disc(48)
+    img = composite(a, [0.8, 0.2, 0.1], background())
+    m = ClosedFormMatter(proxy_long_side=48)
+    out = m.process(FrameImages(1, img, srgb(img)), Segmentation(a), band_trimap(a, 4))
+    assert out.shape == (H, W) and np.abs(out - a).mean() < 0.03
+
+
+def test_solve_with_priors_keeps_hard_pixels_and_follows_soft_priors():
+    img = srgb(background())
+    prior = np.zeros((H, W), np.float32)
+    conf = np.full((H, W), HARD, np.float32)
+    conf[20:40, 30:60] = 5.0
+    prior[20:40, 30:60] = 0.3
+    out = solve_with_priors(img, prior, conf)
+    assert out[0, 0] == 0.0
+    assert abs(float(out[30, 45]) - 0.3) < 0.05
+
+
+def test_guided_upsample_beats_bilinear_on_edges():
+    big = np.zeros((128, 192), np.float32)
+    big[:, 97:] = 1.0
+    guide = np.repeat(big[..., None], 3, axis=2) * 0.8 + 0.1
+    small = cv2.resize(big, (48, 32), interpolation=cv2.INTER_AREA)
+    up = guided_upsample(small, guide)
+    bilinear = cv2.resize(small, (192, 128), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(up - big).mean() < 0.7 * np.abs(bilinear - big).mean()
+    flat = guided_filter(np.full((16, 16), 0.5, np.float32), np.full((16, 16), 0.25, np.float32), 2)
+    assert np.allclose(flat, 0.25, atol=1e-4)
+
+
+def test_clean_plate_recovers_background_behind_a_moving_object_with_a_panning_camera():
+    big = background(seed=3, w=W + 40, h=H, blur=2.5)
+    frames, alphas, bgs = [], [], []
+    for i in range(6):
+        bg = big[:, 4 * i:4 * i + W]  # the camera pans 4 px a frame
+        a = disc(20 + 11 * i, r=10)
+        frames.append(composite(a, [0.9, 0.9, 0.2], bg))
+        alphas.append(a)
+        bgs.append(bg)
+    src = ArraySource(frames, first_frame=1)
+    est = CleanPlateEstimator(src, (H, W), max_neighbours=5)
+    t = 3
+    obj = cv2.dilate((alphas[t - 1] > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    plate = est.estimate(t, src.linear(t), obj, velocity=(11.0, 0.0))
+    assert plate is not None
+    inside = (alphas[t - 1] > 0.99) & (plate.valid >= 1)
+    assert inside.sum() > 50
+    err = np.abs(plate.background[inside] - bgs[t - 1][inside]).mean()
+    assert err < 0.03  # vs ~0.4 between the object and the background
+    assert len(est._cache) <= est._cache_size
+
+
+def test_video_matter_uses_the_clean_plate_for_a_see_through_object():
+    big = background(seed=5, w=W + 60, h=H, blur=2.5)
+    frames, alphas = [], []
+    for i in range(6):
+        a = 0.5 * disc(20 + 12 * i, r=11)  # a half-transparent grey disc moving fast
+        frames.append(composite(a, [0.6, 0.6, 0.6], big[:, 3 * i:3 * i + W]))
+        alphas.append(a)
+    src = ArraySource(frames, first_frame=1)
+    plan = Pass(1, FORWARD, tuple(src.frames))
+    errs = {}
+    for use_plate in (False, True):
+        m = VideoMatter(use_plate=use_plate, temporal=0.0, diff_weight=1.0)
+        m.begin_pass(src, plan, Prompt(frame=1, box=(5, 15, 40, 50)))
+        t = 4
+        mask = (alphas[t - 1] > 0.05).astype(np.float32)
+        flow = np.zeros((H, W, 2), np.float32)
+        flow[mask > 0] = (-12.0 + 3.0, 0.0)
+        flow[mask == 0] = (3.0, 0.0)
+        seg = Segmentation(mask, {"flow": flow, "flow_to": t - 1})
+        out = m.process(FrameImages(t, src.linear(t), src.display(t)), seg, band_trimap(mask, 2))
+        errs[use_plate] = np.abs(out - alphas[t - 1]).mean()
+    assert errs[True] < 0.5 * errs[False]
+
+
+def test_foreground_estimation_keeps_linear_range():
+    a = disc(48)
+    fg = np.array([4.0, 1.0, 0.2], np.float32)  # emissive: above 1 in linear light
+    img = composite(a, fg, background())
+    F = estimate_foreground(img, a)
+    assert np.abs(F[a > 0.99] - fg).max() < 0.05
+    rgba = premultiplied_rgba(img, a)
+    assert rgba.shape == (H, W, 4) and np.allclose(rgba[..., 3], a)

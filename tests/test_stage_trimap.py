@@ -1,0 +1,79 @@
+import numpy as np
+
+from mam2_server.engines.plan import FORWARD, Pass
+from mam2_server.prompts import Prompt
+from mam2_server.stages.base import FrameImages, Segmentation
+from mam2_server.stages.trimap.adaptive import AdaptiveTrimapper, signed_distance
+from mam2_server.stages.trimap.band import FixedBandTrimapper, band_trimap
+
+W, H = 96, 64
+
+
+def square_mask(x0=30, x1=66, y0=14, y1=50):
+    m = np.zeros((H, W), np.float32)
+    m[y0:y1, x0:x1] = 1
+    return m
+
+
+def images(display=None, frame=1):
+    d = np.full((H, W, 3), 0.5, np.float32) if display is None else display
+    return FrameImages(frame, d, d)
+
+
+def unknown_width_at_row(tri, row=32):
+    return int((tri[row] == 0.5).sum())
+
+
+def test_band_trimap_values_and_width():
+    tri = band_trimap(square_mask(), 3)
+    assert set(np.unique(tri)) <= {0.0, 0.5, 1.0}
+    assert tri[32, 48] == 1.0 and tri[2, 2] == 0.0
+    assert unknown_width_at_row(tri) == 2 * (3 + 3)  # both edges, 3 px each side
+    assert (band_trimap(np.zeros((H, W)), 3) == 0).all()
+
+
+def test_fixed_band_trimapper_scales_with_resolution():
+    t = FixedBandTrimapper(fraction=0.05)
+    tri = t.process(images(), Segmentation(square_mask()))
+    assert unknown_width_at_row(tri) > 10
+
+
+def test_signed_distance_sign():
+    sd = signed_distance(square_mask())
+    assert sd[32, 48] > 0 > sd[2, 2]
+
+
+def test_adaptive_band_is_wider_where_uncertain():
+    t = AdaptiveTrimapper(colour_gate=None)
+    t.begin_pass(None, Pass(1, FORWARD, (1,)), Prompt(frame=1, box=(1, 1, 5, 5)))
+    sharp = np.zeros((H, W, 3), np.float32)
+    sharp[14:50, 30:66] = 1.0  # the image has a hard edge exactly on the mask edge
+    narrow = t.process(images(sharp), Segmentation(square_mask()))
+    t.begin_pass(None, Pass(1, FORWARD, (1,)), Prompt(frame=1, box=(1, 1, 5, 5)))
+    flow = np.zeros((H, W, 2), np.float32)
+    flow[..., 0] = 6.0  # fast motion: motion blur expected
+    wide = t.process(images(), Segmentation(square_mask(), {"flow": flow, "consistent": np.ones((H, W), bool),
+                                                           "colour_prob": np.full((H, W), 0.5, np.float32)}))
+    assert unknown_width_at_row(wide) > unknown_width_at_row(narrow) >= 4
+
+
+def test_adaptive_band_is_temporally_smoothed_and_reset_per_pass():
+    t = AdaptiveTrimapper(colour_gate=None, temporal=0.8)
+    plan = Pass(1, FORWARD, (1, 2))
+    t.begin_pass(None, plan, Prompt(frame=1, box=(1, 1, 5, 5)))
+    calm = Segmentation(square_mask(), {"colour_prob": np.ones((H, W), np.float32)})
+    busy = Segmentation(square_mask(), {"colour_prob": np.full((H, W), 0.5, np.float32)})
+    first = unknown_width_at_row(t.process(images(), calm))
+    second = unknown_width_at_row(t.process(images(frame=2), busy))
+    t.begin_pass(None, plan, Prompt(frame=1, box=(1, 1, 5, 5)))
+    fresh = unknown_width_at_row(t.process(images(frame=2), busy))
+    assert first <= second < fresh  # the jump is damped, and a new pass starts clean
+
+
+def test_colour_gate_opens_see_through_interior():
+    t = AdaptiveTrimapper(colour_gate=0.7)
+    t.begin_pass(None, Pass(1, FORWARD, (1,)), Prompt(frame=1, box=(1, 1, 5, 5)))
+    prob = np.ones((H, W), np.float32)
+    prob[25:40, 40:56] = 0.3  # background colours inside the mask
+    tri = t.process(images(), Segmentation(square_mask(), {"colour_prob": prob}))
+    assert tri[32, 48] == 0.5 and tri[20, 35] == 1.0
