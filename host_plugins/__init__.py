@@ -1,0 +1,1 @@
+"""Host plugins for MAM2 (Nuke, Blender) and the DCC-free client library `mam2_client`."""

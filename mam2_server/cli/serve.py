@@ -1,0 +1,92 @@
+"""`mam2 serve`: the matting server host plugins talk to (ZeroMQ, protocol in docs/protocol.md).
+
+Binds tcp://127.0.0.1:5557 by default. Any non-loopback address needs CURVE keys
+(`mam2 keys DIR`, then `--curve DIR`). Stops cleanly on Ctrl-C, SIGTERM or a
+`shutdown` request. Alphas are cached in --cache-dir, so a restarted server
+serves every finished frame again without recomputing it.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import re
+from pathlib import Path
+
+from host_plugins.mam2_client import wire
+from mam2_server.cli import CLIError
+
+log = logging.getLogger(__name__)
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'4G', '512M', '1.5GiB', '1000000' -> bytes."""
+    m = _SIZE.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"a size like 4G, 512M or 1000000 (bytes), got {text!r}")
+    return int(float(m.group(1)) * 1024 ** "_KMGT".index((m.group(2) or "_").upper()))
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from mam2_server.cli.matte import add_engine_arguments
+    parser = subparsers.add_parser("serve", help="run the matting server for host plugins", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--address", default=wire.DEFAULT_ADDRESS,
+                        help=f"ZeroMQ address to bind (default {wire.DEFAULT_ADDRESS}; port 0 picks a free one)")
+    add_engine_arguments(parser)
+    parser.add_argument("--engine-factory", metavar="MODULE:FUNCTION",
+                        help="build the engine with FUNCTION(EngineConfig) from an importable module instead of "
+                             "--engine (custom or test engines)")
+    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "mam2" / "server",
+                        help="spilled frames and finished alphas (default ~/.cache/mam2/server)")
+    parser.add_argument("--memory-budget", type=parse_size, default=parse_size("4G"),
+                        help="bytes of frames and masks held in memory across shots before the least recently "
+                             "used shots are evicted (default 4G)")
+    parser.add_argument("--spill-compression", default="none", choices=("none", "zip", "zips", "piz", "rle"),
+                        help="EXR compression of received raw frames on disk: none is fastest (1080p half RGB "
+                             "12 MB/frame), zip is smaller but ~4x slower to write (default none)")
+    parser.add_argument("--max-message", type=parse_size, default=wire.MAX_MESSAGE_BYTES,
+                        help="largest ZeroMQ frame accepted; a larger one drops the connection (default 1G)")
+    parser.add_argument("--curve", type=Path, metavar="DIR", help="CURVE key directory from `mam2 keys`")
+    parser.add_argument("--allow-path", type=Path, action="append", metavar="DIR",
+                        help="only read 'path' frames below DIR (repeatable; default: any readable file on a "
+                             "loopback address, none on any other)")
+    parser.set_defaults(func=run)
+
+
+def build_engine(args: argparse.Namespace):
+    from mam2_server.engines import EngineConfig, create_engine
+    config = EngineConfig(name=args.engine, checkpoint=args.checkpoint, device=args.device)
+    if not args.engine_factory:
+        return create_engine(config), f"{config.name}:{config.checkpoint or ''}"
+    module_name, _, func = args.engine_factory.partition(":")
+    if not module_name or not func:
+        raise CLIError(f"--engine-factory takes MODULE:FUNCTION, got {args.engine_factory!r}")
+    try:
+        factory = getattr(importlib.import_module(module_name), func)
+    except (ImportError, AttributeError) as exc:
+        raise CLIError(f"--engine-factory {args.engine_factory}: {exc}") from None
+    engine = factory(config)
+    return engine, f"{args.engine_factory}:{engine.name}:{config.checkpoint or ''}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from mam2_server.server import SecurityError, Server, ServerConfig
+    engine, engine_id = build_engine(args)
+    config = ServerConfig(address=args.address, cache_dir=args.cache_dir, memory_budget=args.memory_budget,
+                          max_message_bytes=args.max_message, curve_dir=args.curve,
+                          spill_compression=args.spill_compression,
+                          allowed_roots=[p.resolve() for p in args.allow_path] if args.allow_path else None,
+                          engine_id=engine_id)
+    try:
+        server = Server(engine, config)
+    except SecurityError as exc:
+        raise CLIError(str(exc)) from None
+    server.install_signal_handlers()
+    quiet = logging.getLogger().getEffectiveLevel() > logging.INFO  # else the INFO log says it
+    server.serve_forever(on_bound=lambda address: print(
+        f"mam2 serve: listening on {address} (engine {engine.name}, device {server.handlers.device}); "
+        "Ctrl-C stops", flush=True) if quiet else None)
+    return 0

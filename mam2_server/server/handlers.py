@@ -1,0 +1,300 @@
+"""What each op does: functions from a typed request to typed replies, run on the server's threads.
+
+`Handlers` owns the engine and the shot store. Quick ops (`hello`, `status`,
+`cancel`) run on the I/O thread; data ops (`open_shot`, `put_frames`, prompts,
+`get_alpha`, `close_shot`) on the data thread; `propagate` on the compute thread,
+the only one that touches the engine. A handler returns a final reply (or
+raises ProtocolError); `propagate` also sends intermediate messages through `send`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from mam2_server import __version__
+from mam2_server import protocol as P
+from mam2_server.engines import Engine, available_engines
+from mam2_server.prompts import Point, Prompt, PromptError
+from mam2_server.protocol import ProtocolError
+from mam2_server.server.pixels import (alpha_to_wire, check_exr_file, check_path_frame, decode_pixels,
+                                        digest_bytes)
+from mam2_server.server.shots import Shot, ShotStore
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[P.Reply, Sequence[P.Buffer]], None]
+MAX_ALPHAS_PER_REPLY = 64
+
+
+@dataclass
+class Job:
+    """A queued or running propagate, cancellable from the I/O thread."""
+
+    request_id: str | int
+    shot: str
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+def rss_bytes() -> int:
+    try:
+        with open(f"/proc/{os.getpid()}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def detect_device(engine: Engine) -> str:
+    device = getattr(engine, "device", None)
+    if device is not None:
+        return str(device)
+    torch = sys.modules.get("torch")  # weights-free engines never import torch: they run on the CPU
+    if torch is not None and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+class Handlers:
+    def __init__(self, engine: Engine, engine_id: str, store: ShotStore, *,
+                 allowed_roots: Sequence[Path] | None = None) -> None:
+        self.engine = engine
+        self.engine_id = engine_id  # engine name + checkpoint: part of every alpha cache key
+        self.store = store
+        self.allowed_roots = allowed_roots
+        self.device = detect_device(engine)
+        self.jobs: dict[str | int, Job] = {}
+        self.jobs_lock = threading.Lock()
+
+    # -- I/O thread ------------------------------------------------------------------
+    def hello(self, req: P.Hello) -> P.Reply:
+        limits = {"max_header_bytes": P.MAX_HEADER_BYTES, "max_buffers": P.MAX_BUFFERS,
+                  "max_message_bytes": P.MAX_MESSAGE_BYTES, "max_side": P.MAX_SIDE,
+                  "max_frames_per_shot": P.MAX_FRAMES_PER_SHOT}
+        return P.HelloReply(server=__version__, protocol=P.PROTOCOL_VERSION, engine=self.engine.name,
+                            engines=available_engines(), device=self.device, limits=limits)
+
+    def status(self, req: P.Status) -> P.Reply:
+        shots = [P.ShotInfo(shot=s.id, first=s.first, last=s.last, width=s.width, height=s.height,
+                            received=len(s.frames), keyframes=sorted(s.prompts), loaded=True, busy=bool(s.busy))
+                 for s in self.store.loaded()]
+        with self.jobs_lock:
+            jobs = [f"{j.shot}:{j.request_id}" for j in self.jobs.values()]
+        return P.StatusReply(shots=shots, jobs=jobs, rss_bytes=rss_bytes(), cache_bytes=self.store.memory(),
+                             memory_budget=self.store.memory_budget, device=self.device, engine=self.engine.name)
+
+    def add_job(self, request_id: str | int, shot: str) -> Job:
+        job = Job(request_id, shot)
+        with self.jobs_lock:
+            self.jobs[request_id] = job
+        return job
+
+    def cancel(self, req: P.Cancel) -> P.Reply:
+        if req.target is None and req.shot is None:
+            raise ProtocolError(P.E_BAD_MESSAGE, "cancel needs 'target' (a request id) or 'shot'")
+        with self.jobs_lock:
+            hits = [j for j in self.jobs.values()
+                    if (req.target is not None and j.request_id == req.target) or
+                    (req.shot is not None and j.shot == req.shot)]
+        for job in hits:
+            job.cancel.set()
+        return P.CancelReply(cancelled=[str(j.request_id) for j in hits])
+
+    def cancel_all(self) -> None:
+        with self.jobs_lock:
+            for job in self.jobs.values():
+                job.cancel.set()
+
+    # -- data thread --------------------------------------------------------------------
+    def open_shot(self, req: P.OpenShot) -> P.Reply:
+        shot, resumed = self.store.open(shot=req.shot, first=req.first, last=req.last, width=req.width,
+                                        height=req.height, colorspace=req.colorspace)
+        return P.OpenShotReply(shot=shot.id, resumed=resumed, received=sorted(shot.frames),
+                               keyframes=sorted(shot.prompts))
+
+    def put_frames(self, req: P.PutFrames, buffers: Sequence[P.Buffer]) -> P.Reply:
+        """Raw pixels are checked, hashed and spilled as EXR; EXR bytes and shared paths are checked
+        from their headers only (their pixels are read once, when the engine needs them)."""
+        shot = self.store.get(req.shot)
+        received, sanitised = [], []
+        for ref in req.frames:
+            shot.check_frame(ref.frame)
+            ref.check(buffers)
+            if shot.busy and ref.frame in shot.frames:
+                raise ProtocolError(P.E_BUSY, f"shot {shot.id!r} is propagating: frame {ref.frame} cannot be "
+                                              "replaced until it finishes (or is cancelled)")
+            size = {"width": shot.width, "height": shot.height}
+            if ref.encoding == P.ENC_PATH:
+                real, digest = check_path_frame(ref.path, allowed_roots=self.allowed_roots, **size)
+                path = shot.disk.put_frame(ref.frame, digest, None, real)
+            elif ref.encoding == P.ENC_EXR:
+                data = buffers[ref.buffer - 1]
+                path = shot.disk.put_frame(ref.frame, digest_bytes(data), None, None, data,
+                                           check=lambda p: check_exr_file(p, **size))
+            else:
+                image = decode_pixels(ref, buffers, channels=(3,), **size)
+                path = shot.disk.put_frame(ref.frame, image.digest, image.pixels, None)
+                if image.sanitised:
+                    sanitised.append(ref.frame)
+            with shot.lock:
+                shot.frames[ref.frame] = (path.name.split(".")[1], path)
+            received.append(ref.frame)
+        return P.PutFramesReply(shot=shot.id, received=received, sanitised=sanitised)
+
+    def add_prompt(self, req: P.AddPrompt, buffers: Sequence[P.Buffer]) -> P.Reply:
+        shot = self.store.get(req.shot)
+        shot.check_frame(req.frame)
+        mask = None
+        if req.mask is not None:
+            mask = decode_pixels(req.mask, buffers, width=shot.width, height=shot.height, channels=(1,),
+                                 allowed_roots=self.allowed_roots).pixels[:, :, 0].astype(np.float32)
+        try:
+            points = []
+            for p in req.points:
+                if len(p) not in (2, 3):
+                    raise PromptError(f"a point is [x, y] or [x, y, label], got {p}")
+                points.append(Point(p[0], p[1], int(p[2]) if len(p) == 3 else 1))
+            prompt = Prompt(frame=req.frame, box=tuple(req.box) if req.box is not None else None,
+                            points=tuple(points), mask=mask)
+        except (PromptError, TypeError, ValueError) as exc:
+            raise ProtocolError(P.E_BAD_PROMPT, str(exc)) from None
+        with shot.lock:
+            affected = shot.set_prompt(req.frame, prompt, chained=self.engine.chained)
+        return P.PromptReply(shot=shot.id, frame=req.frame, affected=affected, keyframes=sorted(shot.prompts))
+
+    def remove_prompt(self, req: P.RemovePrompt) -> P.Reply:
+        shot = self.store.get(req.shot)
+        with shot.lock:
+            affected = shot.set_prompt(req.frame, None, chained=self.engine.chained)
+        return P.PromptReply(shot=shot.id, frame=req.frame, affected=affected, keyframes=sorted(shot.prompts))
+
+    def get_alpha(self, req: P.GetAlpha) -> tuple[P.Reply, list[P.Buffer]]:
+        if len(req.frames) > MAX_ALPHAS_PER_REPLY:
+            raise ProtocolError(P.E_TOO_LARGE, f"{len(req.frames)} frames asked; at most {MAX_ALPHAS_PER_REPLY} "
+                                               "per get_alpha")
+        shot = self.store.get(req.shot)
+        with shot.lock:
+            keys = shot.alpha_keys(self.engine_id, chained=self.engine.chained) if self._complete(shot) else {}
+        alphas, buffers, missing = [], [], []
+        for frame in req.frames:
+            shot.check_frame(frame)
+            alpha = shot.disk.load_alpha(frame, keys[frame]) if frame in keys else None
+            if alpha is None:
+                missing.append(frame)
+                continue
+            ref, buf = alpha_to_wire(alpha, frame, encoding=req.alpha_encoding, dtype=req.alpha_dtype,
+                                     cached=True, buffer_index=len(buffers) + 1)
+            alphas.append(ref)
+            buffers.append(buf)
+        return P.GetAlphaReply(shot=shot.id, alphas=alphas, missing=missing), buffers
+
+    @staticmethod
+    def _complete(shot: Shot) -> bool:
+        return bool(shot.prompts) and all(k in shot.frames for k in shot.prompts)
+
+    def close_shot(self, req: P.CloseShot) -> P.Reply:
+        self.store.close(req.shot, purge=req.purge)
+        return P.CloseShotReply(shot=req.shot)
+
+    # -- compute thread --------------------------------------------------------------------
+    def propagate(self, req: P.Propagate, job: Job, send: Send) -> P.Reply:
+        start = time.perf_counter()
+        if req.direction not in P.DIRECTIONS:
+            raise ProtocolError(P.E_BAD_MESSAGE, f"direction must be one of {P.DIRECTIONS}, got {req.direction!r}")
+        if req.alpha_encoding not in (P.ENC_RAW, P.ENC_EXR) or req.alpha_dtype not in P.DTYPES:
+            raise ProtocolError(P.E_BAD_MESSAGE, "alpha_encoding is 'raw' or 'exr', alpha_dtype '<f2' or '<f4'")
+        shot = self.store.get(req.shot)
+        with shot.lock:  # one consistent snapshot: prompts, frames and cache keys
+            targets, source, keys = self._plan(shot, req)
+            prompts = list(shot.prompts.values())
+            shot.busy += 1
+        try:
+            return self._run(shot, req, job, send, targets, source, keys, prompts, start)
+        finally:
+            with shot.lock:
+                shot.busy -= 1
+            shot.drop_cache()
+
+    def _plan(self, shot: Shot, req: P.Propagate):
+        if not shot.prompts:
+            raise ProtocolError(P.E_BAD_PROMPT, f"shot {shot.id!r} has no prompt: add_prompt first")
+        first = shot.first if req.first is None else req.first
+        last = shot.last if req.last is None else req.last
+        shot.check_frame(first)
+        shot.check_frame(last)
+        targets = list(range(first, last + 1))
+        if req.direction != P.DIR_BOTH:
+            origin = req.from_frame if req.from_frame is not None else max(shot.prompts)
+            targets = [f for f in targets if (f >= origin if req.direction == P.DIR_FORWARD else f <= origin)]
+        missing = [f for f in sorted(set(targets) | set(shot.prompts)) if f not in shot.frames]
+        if missing:
+            shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
+            raise ProtocolError(P.E_MISSING_FRAMES, f"shot {shot.id!r} lacks {len(missing)} frame(s) needed: "
+                                                    f"{shown}; send them with put_frames")
+        source = shot.source()
+        keys = shot.alpha_keys(self.engine_id, chained=self.engine.chained, frames=source.frames)
+        return targets, source, keys
+
+    def _run(self, shot: Shot, req: P.Propagate, job: Job, send: Send, targets: list[int], source,
+             keys: dict[int, str], prompts: list[Prompt], start: float) -> P.Reply:
+        cached = [f for f in targets if shot.disk.has_alpha(f, keys[f])]
+        todo = [f for f in targets if f not in set(cached)]
+        total = len(todo) + (len(cached) if req.include_cached else 0)
+        done = 0
+        computed: list[int] = []
+
+        def emit(frame: int, alpha: np.ndarray, was_cached: bool) -> None:
+            nonlocal done
+            ref, buf = alpha_to_wire(alpha, frame, encoding=req.alpha_encoding, dtype=req.alpha_dtype,
+                                     cached=was_cached, buffer_index=1)
+            send(P.AlphaMessage(alpha=ref), [buf])
+            done += 1
+            send(P.Progress(done=done, total=total, frame=frame), [])
+
+        if req.include_cached:
+            for frame in cached:
+                if job.cancel.is_set():
+                    break
+                alpha = shot.disk.load_alpha(frame, keys[frame])
+                if alpha is not None:
+                    emit(frame, alpha, True)
+        if todo and not job.cancel.is_set():
+            results = self.engine.run(source, prompts, only=set(todo))
+            remaining = set(todo)
+            try:
+                for result in results:
+                    if result.frame not in remaining:
+                        continue
+                    alpha = np.ascontiguousarray(result.alpha, dtype=np.float32)
+                    # cache first: every frame a client has seen survives a crash
+                    shot.disk.save_alpha(result.frame, keys[result.frame], alpha)
+                    computed.append(result.frame)
+                    emit(result.frame, alpha, False)
+                    remaining.discard(result.frame)
+                    if job.cancel.is_set() or not remaining:
+                        break  # closing the generator stops a pass that runs on past the last frame needed
+            except PromptError as exc:
+                raise ProtocolError(P.E_BAD_PROMPT, str(exc)) from None
+            except ProtocolError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - an engine failure is a reply, not a dead server
+                log.exception("engine %s failed on shot %s", self.engine.name, shot.id)
+                raise ProtocolError(P.E_ENGINE, f"engine {self.engine.name} failed after "
+                                                f"{len(computed)} frame(s): {type(exc).__name__}: {exc}") from None
+            finally:
+                results.close()
+        cancelled = job.cancel.is_set() and len(computed) < len(todo)
+        return P.PropagateReply(shot=shot.id, computed=computed, cached=cached, cancelled=cancelled,
+                                seconds=round(time.perf_counter() - start, 4))
+
+    def finish_job(self, job: Job) -> None:
+        with self.jobs_lock:
+            if self.jobs.get(job.request_id) is job:
+                del self.jobs[job.request_id]

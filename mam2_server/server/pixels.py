@@ -1,0 +1,159 @@
+"""Pixels from the wire (raw buffers, EXR bytes, shared paths) to arrays, and alphas back to the wire.
+
+Everything here is pure functions on numpy arrays; image files go through
+`mam2_server.io` (OpenImageIO), imported lazily so the server starts fast.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from mam2_server import protocol as P
+from mam2_server.protocol import ProtocolError
+
+
+
+@dataclass
+class DecodedImage:
+    pixels: np.ndarray  # (H, W, C) float16 or float32, C in 1, 3, 4
+    sanitised: bool  # NaN/inf were replaced
+    digest: str  # sha256 of the pixels as received (identifies the frame's content)
+
+
+def _io():
+    import mam2_server.io as io  # lazy: OpenImageIO import is slow
+    return io
+
+
+def sanitise(pixels: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Replace NaN and +-inf by 0, as `mam2_server.io.read_image` does; returns (array, changed)."""
+    bad = ~np.isfinite(pixels)
+    if not bad.any():
+        return pixels, False
+    pixels = pixels.copy()
+    pixels[bad] = 0
+    return pixels, True
+
+
+def _exr_pixels(data: bytes | memoryview) -> np.ndarray:
+    io = _io()
+    try:
+        image = io.decode_image(bytes(data), suffix=".exr")
+    except Exception as exc:  # noqa: BLE001 - OIIO reports garbage in many ways
+        raise ProtocolError(P.E_BAD_FRAME, f"EXR buffer could not be decoded: {exc}") from None
+    return _display_window(image)
+
+
+def _display_window(image) -> np.ndarray:
+    from mam2_server.io.info import to_display_window
+    return to_display_window(image)
+
+
+def read_path(path: str, *, allowed_roots: Sequence[Path] | None) -> np.ndarray:
+    """Pixels of an image file on a disk shared with the client."""
+    resolved = Path(os.path.realpath(path))
+    if allowed_roots is not None and not any(resolved.is_relative_to(r) for r in allowed_roots):
+        raise ProtocolError(P.E_BAD_FRAME, f"path {path!r} is outside the directories this server may read "
+                                           "(see `mam2 serve --allow-path`)")
+    if not resolved.is_file():
+        raise ProtocolError(P.E_BAD_FRAME, f"no such file on the server: {path!r}")
+    try:
+        image = _io().read_image(str(resolved))
+    except Exception as exc:  # noqa: BLE001
+        raise ProtocolError(P.E_BAD_FRAME, f"{path!r} could not be read: {exc}") from None
+    return _display_window(image)
+
+
+def _check_info(info, name: str, width: int, height: int) -> None:
+    if (info.full_width, info.full_height) != (width, height):
+        raise ProtocolError(P.E_BAD_FRAME, f"{name}: display window is {info.full_width}x{info.full_height}, "
+                                           f"the shot is {width}x{height}")
+    colour = {c.split(".")[-1] for c in info.channels}
+    if not ({"R", "G", "B"} <= colour or "Y" in colour):
+        raise ProtocolError(P.E_BAD_FRAME, f"{name}: a plate needs R,G,B (or Y) channels, found {info.channels}")
+
+
+def check_path_frame(path: str, *, width: int, height: int, allowed_roots: Sequence[Path] | None) -> tuple[str, str]:
+    """Validate a shared-disk plate from its header only; returns (real path, digest of path + stat)."""
+    resolved = Path(os.path.realpath(path))
+    if allowed_roots is not None and not any(resolved.is_relative_to(r) for r in allowed_roots):
+        raise ProtocolError(P.E_BAD_FRAME, f"path {path!r} is outside the directories this server may read "
+                                           "(see `mam2 serve --allow-path`)")
+    if not resolved.is_file():
+        raise ProtocolError(P.E_BAD_FRAME, f"no such file on the server: {path!r}")
+    try:
+        info = _io().read_info(str(resolved))
+    except Exception as exc:  # noqa: BLE001
+        raise ProtocolError(P.E_BAD_FRAME, f"{path!r} could not be read: {exc}") from None
+    _check_info(info, repr(path), width, height)
+    st = resolved.stat()
+    key = f"{resolved}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()
+    return str(resolved), hashlib.sha256(key).hexdigest()[:32]
+
+
+def check_exr_file(path: Path, *, width: int, height: int) -> None:
+    """Validate an EXR (received as bytes, already on disk) from its header only."""
+    try:
+        info = _io().read_info(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise ProtocolError(P.E_BAD_FRAME, f"EXR buffer could not be decoded: {exc}") from None
+    _check_info(info, "EXR buffer", width, height)
+
+
+def digest_bytes(data: P.Buffer) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def decode_pixels(ref: P.Pixels, buffers: Sequence[P.Buffer], *, width: int, height: int,
+                  channels: tuple[int, ...], allowed_roots: Sequence[Path] | None = None) -> DecodedImage:
+    """Validate and decode one image reference; the result has `channels[0]` channels...
+
+    `channels` lists the accepted channel counts; RGBA is cut to RGB when 3 is accepted.
+    """
+    ref.check(buffers)
+    if ref.encoding == P.ENC_RAW:
+        buf = buffers[ref.buffer - 1]
+        pixels = np.frombuffer(buf, dtype=np.dtype(ref.dtype)).reshape(ref.shape)
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, None]
+    elif ref.encoding == P.ENC_EXR:
+        pixels = _exr_pixels(buffers[ref.buffer - 1])
+    else:
+        pixels = read_path(ref.path, allowed_roots=allowed_roots)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    h, w, c = pixels.shape
+    if (h, w) != (height, width):
+        raise ProtocolError(P.E_BAD_FRAME, f"image is {w}x{h}, the shot is {width}x{height}")
+    if c not in channels:
+        if 3 in channels and c == 4:
+            pixels = pixels[:, :, :3]
+        elif 1 in channels and c >= 1:
+            pixels = pixels[:, :, -1:] if c == 4 else pixels[:, :, :1]
+        else:
+            raise ProtocolError(P.E_BAD_FRAME, f"image has {c} channels, expected {channels}")
+    digest = hashlib.sha256(np.ascontiguousarray(pixels).data).hexdigest()[:32]
+    pixels, changed = sanitise(pixels)
+    # An owned copy: frees the message buffer, and OpenImageIO refused some views of ZeroMQ frames.
+    return DecodedImage(np.array(pixels, order="C", copy=True), changed, digest)
+
+
+def alpha_to_wire(alpha: np.ndarray, frame: int, *, encoding: str, dtype: str, cached: bool,
+                  buffer_index: int) -> tuple[P.AlphaFrame, P.Buffer]:
+    """(header part, buffer) for one (H, W) float32 alpha."""
+    if dtype not in P.DTYPES:
+        raise ProtocolError(P.E_BAD_MESSAGE, f"alpha_dtype must be one of {P.DTYPES}, got {dtype!r}")
+    if encoding == P.ENC_RAW:
+        data = np.ascontiguousarray(alpha, dtype=np.dtype(dtype))
+        return (P.AlphaFrame(encoding=P.ENC_RAW, buffer=buffer_index, dtype=dtype, shape=list(alpha.shape),
+                             frame=frame, cached=cached), memoryview(data).cast("B"))
+    if encoding == P.ENC_EXR:
+        data = _io().encode_image(alpha[:, :, None].astype(np.float32), channels=("A",),
+                                  pixel_type="half" if dtype == P.DTYPE_HALF else "float", compression="zip")
+        return P.AlphaFrame(encoding=P.ENC_EXR, buffer=buffer_index, frame=frame, cached=cached), data
+    raise ProtocolError(P.E_BAD_MESSAGE, f"alpha_encoding must be 'raw' or 'exr', got {encoding!r}")

@@ -1,0 +1,94 @@
+"""Who may talk to the server: loopback by default, CURVE encryption and client keys otherwise.
+
+Binding any address that is not loopback (127.0.0.0/8, ::1, localhost) or
+``ipc://`` requires a CURVE key directory made by ``mam2 keys DIR``::
+
+    DIR/server.key_secret     the server's key pair (keep private)
+    DIR/server.key            the server's public key (give to clients)
+    DIR/client.key_secret     a client key pair (copy to the artist's machine)
+    DIR/authorized/*.key      public keys of the clients allowed in
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import shutil
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+log = logging.getLogger(__name__)
+
+
+class SecurityError(ValueError):
+    """The server refuses to start with this address / key configuration."""
+
+
+def is_loopback(address: str) -> bool:
+    if address.startswith(("ipc://", "inproc://")):
+        return True
+    if not address.startswith("tcp://"):
+        return False
+    host = urlsplit(address).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "*", an interface name or a host name: treat as public
+
+
+def check_bind_address(address: str, curve_dir: Path | None) -> None:
+    if not address.startswith(("tcp://", "ipc://", "inproc://")):
+        raise SecurityError(f"address {address!r}: use tcp://HOST:PORT or ipc://PATH")
+    if is_loopback(address):
+        return
+    if curve_dir is None:
+        raise SecurityError(f"refusing to bind {address}: it is reachable from other machines and needs CURVE "
+                            "encryption. Generate keys "
+                            "with `mam2 keys DIR` and start with `--curve DIR`, or bind tcp://127.0.0.1:PORT")
+    missing = [p for p in ("server.key_secret", "authorized") if not (Path(curve_dir) / p).exists()]
+    if missing:
+        raise SecurityError(f"CURVE directory {curve_dir} lacks {', '.join(missing)} (create it with `mam2 keys`)")
+    if not any((Path(curve_dir) / "authorized").glob("*.key")):
+        raise SecurityError(f"no client public keys in {curve_dir}/authorized: nobody could connect")
+
+
+def generate_keys(directory: Path, client_name: str = "client") -> dict[str, Path]:
+    """Create server and client key pairs; authorise the client. Returns the files written."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    authorized = directory / "authorized"
+    authorized.mkdir(exist_ok=True)
+    for name in ("server", client_name):
+        if (directory / f"{name}.key_secret").exists():
+            raise FileExistsError(f"{directory / (name + '.key_secret')} exists; not overwriting keys")
+    server_public, server_secret = zmq.auth.create_certificates(directory, "server")
+    client_public, client_secret = zmq.auth.create_certificates(directory, client_name)
+    shutil.copy(client_public, authorized / Path(client_public).name)
+    for secret in (server_secret, client_secret):
+        Path(secret).chmod(0o600)
+    return {"server_public": Path(server_public), "server_secret": Path(server_secret),
+            "client_public": Path(client_public), "client_secret": Path(client_secret)}
+
+
+class Curve:
+    """CURVE server side: the authenticator thread plus the socket options."""
+
+    def __init__(self, context: zmq.Context, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.auth = ThreadAuthenticator(context)
+        self.auth.start()
+        self.auth.configure_curve(domain="*", location=str(self.directory / "authorized"))
+
+    def apply_server(self, socket: zmq.Socket) -> None:
+        public, secret = zmq.auth.load_certificate(self.directory / "server.key_secret")
+        socket.curve_secretkey = secret
+        socket.curve_publickey = public
+        socket.curve_server = True
+
+    def stop(self) -> None:
+        self.auth.stop()

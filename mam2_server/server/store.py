@@ -1,0 +1,182 @@
+"""On-disk state of a shot: spilled frames, prompts and the alpha cache, all written atomically.
+
+Layout under ``<cache-dir>/shots/<shot id>/``::
+
+    shot.json                      size, frame range, colour space, prompts (boxes/points)
+    frames/<frame>.<digest>.exr    received pixels (half or float, as received)
+    frames/<frame>.<digest>.path   text file holding a shared-disk path (encoding "path")
+    prompts/<frame>.mask.exr       mask prompts
+    alpha/<frame>.<key>.exr        finished alpha, float32 'A'; key = hash of what it depends on
+
+Every file is written to a temporary name in the same directory and renamed, so a
+crash (even ``kill -9``) leaves either the old file or the new one, never half
+of one. Because the alpha key covers the prompts and the pixels the frame
+depends on, a restarted server serves every finished frame from disk and
+recomputes only what is missing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from host_plugins.mam2_client import wire
+from mam2_server.protocol import ProtocolError
+from mam2_server.server.exr import read_exr, write_exr
+
+_SHOT_RE = re.compile(wire.SHOT_ID_PATTERN)
+_FRAME_FILE = re.compile(r"^(-?\d+)\.([0-9a-f]{8,64})\.(exr|path)$")
+MANIFEST_VERSION = 1
+
+
+def check_shot_id(shot: str) -> str:
+    """The shot id if it is safe as a directory name, else ProtocolError(bad_shot)."""
+    if not isinstance(shot, str) or not _SHOT_RE.match(shot) or ".." in shot:
+        raise ProtocolError(wire.E_BAD_SHOT, f"shot id {shot!r:.80} is not allowed: use 1-128 of A-Z a-z 0-9 _ . - "
+                                             "starting with a letter or digit, without '..'")
+    return shot
+
+
+def atomic_write(path: Path, data: bytes | memoryview) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _io():
+    import mam2_server.io as io
+    return io
+
+
+class ShotDisk:
+    """Files of one shot. Methods are called from the server's worker threads, one shot at a time."""
+
+    def __init__(self, root: Path, shot: str, spill_compression: str = "none") -> None:
+        self.spill_compression = spill_compression
+        self.root = Path(root).resolve()
+        self.dir = (self.root / "shots" / check_shot_id(shot)).resolve()
+        if self.dir.parent != self.root / "shots":
+            raise ProtocolError(wire.E_BAD_SHOT, f"shot id {shot!r} escapes the cache directory")
+        self.frames_dir = self.dir / "frames"
+        self.alpha_dir = self.dir / "alpha"
+        self.prompt_dir = self.dir / "prompts"
+
+    def create(self) -> None:
+        for d in (self.frames_dir, self.alpha_dir, self.prompt_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # -- manifest -------------------------------------------------------------
+    def load_manifest(self) -> dict | None:
+        try:
+            data = json.loads((self.dir / "shot.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and data.get("version") == MANIFEST_VERSION else None
+
+    def save_manifest(self, data: dict) -> None:
+        atomic_write(self.dir / "shot.json", json.dumps({"version": MANIFEST_VERSION, **data}, indent=1).encode())
+
+    # -- frames ---------------------------------------------------------------
+    def scan_frames(self) -> dict[int, tuple[str, Path]]:
+        """frame -> (digest, file) for every received frame."""
+        found: dict[int, tuple[str, Path]] = {}
+        if not self.frames_dir.is_dir():
+            return found
+        for entry in os.scandir(self.frames_dir):
+            m = _FRAME_FILE.match(entry.name)
+            if m:
+                found[int(m.group(1))] = (m.group(2), Path(entry.path))
+        return found
+
+    def put_frame(self, frame: int, digest: str, pixels: np.ndarray | None, shared_path: str | None,
+                  exr_bytes: bytes | memoryview | None = None, check=None) -> Path:
+        """Store one frame (pixels spilled as EXR, EXR bytes as received, or a pointer to a shared file).
+
+        `check(path)` validates the written file before older versions are removed (it deletes it on failure).
+        """
+        if shared_path is not None:
+            path = self.frames_dir / f"{frame}.{digest}.path"
+            atomic_write(path, os.path.realpath(shared_path).encode())
+        else:
+            path = self.frames_dir / f"{frame}.{digest}.exr"
+            if exr_bytes is None:
+                write_exr(path, pixels, ("R", "G", "B"), self.spill_compression)
+            else:
+                atomic_write(path, exr_bytes)
+        if check is not None:
+            try:
+                check(path)
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
+        for old in self.frames_dir.glob(f"{frame}.*"):
+            if old != path and _FRAME_FILE.match(old.name):
+                old.unlink(missing_ok=True)
+        return path
+
+    @staticmethod
+    def read_frame(path: Path) -> np.ndarray:
+        """(H, W, 3) float32 of a stored frame."""
+        from mam2_server.server.pixels import _display_window, sanitise
+        if path.suffix == ".exr" and path.name.count(".") == 2:  # spilled by the server itself: lean read
+            try:
+                return sanitise(read_exr(path, ("R", "G", "B")))[0]  # EXR bytes from a client may hold NaN
+            except Exception:  # noqa: BLE001 - e.g. EXR bytes as the client sent them: general reader
+                pass
+        if path.suffix == ".path":
+            path = Path(path.read_text())
+        pixels = _display_window(_io().read_image(str(path)))
+        pixels = np.asarray(pixels, dtype=np.float32)
+        if pixels.shape[2] < 3:
+            pixels = np.repeat(pixels[:, :, :1], 3, axis=2)
+        pixels, _ = sanitise(np.ascontiguousarray(pixels[:, :, :3]))
+        return pixels
+
+    # -- prompt masks ------------------------------------------------------------
+    def mask_path(self, frame: int) -> Path:
+        return self.prompt_dir / f"{frame}.mask.exr"
+
+    def save_mask(self, frame: int, mask: np.ndarray) -> str:
+        path = self.mask_path(frame)
+        write_exr(path, mask[:, :, None].astype(np.float32), ("A",))
+        return path.name
+
+    def load_mask(self, frame: int) -> np.ndarray:
+        return read_exr(self.mask_path(frame), ("A",))[:, :, 0]
+
+    # -- alpha cache ---------------------------------------------------------------
+    def alpha_path(self, frame: int, key: str) -> Path:
+        return self.alpha_dir / f"{frame}.{key}.exr"
+
+    def has_alpha(self, frame: int, key: str) -> bool:
+        return self.alpha_path(frame, key).is_file()
+
+    def save_alpha(self, frame: int, key: str, alpha: np.ndarray) -> None:
+        path = self.alpha_path(frame, key)
+        write_exr(path, alpha[:, :, None].astype(np.float32), ("A",))
+        for old in self.alpha_dir.glob(f"{frame}.*.exr"):
+            if old != path:
+                old.unlink(missing_ok=True)
+
+    def load_alpha(self, frame: int, key: str) -> np.ndarray | None:
+        path = self.alpha_path(frame, key)
+        try:
+            return np.ascontiguousarray(read_exr(path, ("A",))[:, :, 0])
+        except Exception:  # noqa: BLE001 - a missing or unreadable file is a cache miss
+            return None
+
+    def purge(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)

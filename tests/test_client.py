@@ -1,0 +1,127 @@
+"""The host-plugin client: no numpy/mam2_server needed, clear failures, retries, local server start."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_server_support import ROOT, ServerProcess, free_port  # noqa: E402
+
+from host_plugins.mam2_client import Client, ServerUnavailable, ensure_server  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+_NO_NUMPY = r"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('numpy', 'mam2_server', 'nuke', 'bpy'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+import array, struct
+from host_plugins.mam2_client import Client, RawImage
+c = Client(sys.argv[1], timeout=20)
+assert c.hello()['protocol'] == 1
+c.open_shot('nonumpy', first=1, last=2, width=4, height=2)
+pixels = array.array('f', [0.25] * (4 * 2 * 3)).tobytes()
+c.put_frames('nonumpy', {f: RawImage('<f4', (2, 4, 3), pixels) for f in (1, 2)})
+c.add_prompt('nonumpy', 1, box=(0, 0, 2, 2))
+result = c.propagate('nonumpy')
+alpha = result.alphas[2]
+values = struct.unpack('<8f', bytes(alpha.data))
+assert alpha.shape == (2, 4) and all(0 <= v <= 1 for v in values), values
+assert 'numpy' not in sys.modules and 'mam2_server' not in sys.modules
+print('ok', values[0])
+"""
+
+
+def test_client_works_without_numpy_or_mam2_server(tmp_path):
+    server = ServerProcess(tmp_path / "cache")
+    try:
+        server.wait_ready()
+        out = subprocess.run([sys.executable, "-c", _NO_NUMPY, server.address], cwd=ROOT, capture_output=True,
+                             text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        assert out.returncode == 0 and out.stdout.startswith("ok"), out.stderr + server.tail()
+    finally:
+        server.stop()
+
+
+def test_server_down_times_out_with_a_clear_message():
+    address = f"tcp://127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    with Client(address, timeout=0.3, retries=2) as client:
+        with pytest.raises(ServerUnavailable) as info:
+            client.hello()
+    assert time.monotonic() - start < 3
+    message = str(info.value)
+    assert address in message and "2 tries" in message and "mam2 serve" in message
+
+
+def test_lazy_pirate_reconnects_when_the_server_comes_up_late(tmp_path):
+    port = free_port()
+    holder = {}
+    timer = threading.Timer(1.0, lambda: holder.update(server=ServerProcess(tmp_path / "cache", port=port)))
+    timer.start()
+    try:
+        with Client(f"tcp://127.0.0.1:{port}", timeout=1.0, retries=30) as client:
+            assert client.hello()["protocol"] == 1
+    finally:
+        timer.join()
+        holder["server"].stop()
+
+
+def test_ensure_server_reports_clearly_when_it_cannot_start(tmp_path, monkeypatch):
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with pytest.raises(ServerUnavailable, match="start one with `mam2 serve"):
+        ensure_server(address, start=False, timeout=0.2)
+    with pytest.raises(ServerUnavailable, match="not a local address"):
+        ensure_server("tcp://192.0.2.1:5557", timeout=0.2)
+    with pytest.raises(ServerUnavailable, match="cannot start a MAM2 server"):
+        ensure_server(address, command=[str(tmp_path / "no-such-mam2")], timeout=0.2)
+    with pytest.raises(ServerUnavailable, match="exited with code 3"):
+        ensure_server(address, command=[sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"],
+                      timeout=0.2, log_path=tmp_path / "serve.log")
+
+
+def test_ensure_server_starts_a_local_server(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+    address = f"tcp://127.0.0.1:{free_port()}"
+    client = ensure_server(address, command=[sys.executable, "-m", "mam2_server.cli"], wait=60, timeout=0.5,
+                           serve_args=["--cache-dir", str(tmp_path / "cache"),
+                                       "--engine-factory", "test_server_support:fast_engine"],
+                           log_path=tmp_path / "serve.log")
+    try:
+        assert client.hello()["engine"] == "testfast"
+        assert ensure_server(address, timeout=2).hello()["protocol"] == 1  # found, not started twice
+    finally:
+        client.shutdown()
+        client.close()
+
+
+def test_reentrant_call_from_a_callback_is_refused_and_a_failing_callback_cancels(tmp_path):
+    import numpy as np
+
+    from host_plugins.mam2_client import MAM2Error
+    from test_server_support import clip
+    server = ServerProcess(tmp_path / "cache", delay=0.2)
+    try:
+        server.wait_ready()
+        with server.client() as c:
+            c.open_shot("cb", first=1, last=10, width=64, height=48)
+            c.put_frames("cb", {i + 1: f for i, f in enumerate(clip(10))})
+            c.add_prompt("cb", 1, box=(8, 10, 30, 30))
+            with pytest.raises(MAM2Error, match="another Client"):
+                c.propagate("cb", on_progress=lambda done, total, frame: c.status())
+            deadline = time.monotonic() + 10
+            while c.status()["jobs"] and time.monotonic() < deadline:  # cancelled, not left running
+                time.sleep(0.1)
+            assert c.status()["jobs"] == []
+            assert isinstance(c.get_alpha("cb", [1])[0][1].to_numpy(), np.ndarray)
+    finally:
+        server.stop()
