@@ -82,14 +82,17 @@ def _read(path: str | Path, channels: Channels, label: str | None, header_only: 
             raise ImageIOError(f"{name}: cannot read pixels ({inp.geterror() or oiio.geterror()})")
     finally:
         inp.close()
-    data = np.asarray(data, np.float32).reshape(info.height, info.width, hi - lo)
-    pixels = np.ascontiguousarray(data[..., [i - lo for i in index]])
+    pixels = np.asarray(data, np.float32).reshape(info.height, info.width, hi - lo)
+    if list(index) != list(range(lo, hi)):  # a copy only when the channels are not one contiguous run
+        pixels = np.ascontiguousarray(pixels[..., [i - lo for i in index]])
     _sanitise(pixels, name)
     return Image(pixels, info)
 
 
 def _sanitise(pixels: np.ndarray, name: str) -> None:
     """Replace NaN and +-inf by 0 in place (values <0 and >1 are real and kept)."""
+    if np.isfinite(pixels.sum(dtype=np.float64)):  # one cheap pass in the usual, clean case
+        return
     bad = ~np.isfinite(pixels)
     if bad.any():
         nans = int(np.isnan(pixels).sum())
