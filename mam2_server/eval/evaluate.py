@@ -11,14 +11,13 @@ are unknown). Metrics are those of `eval.metrics` (RVM LR conventions, whole fra
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from mam2_server.eval.metrics import METRICS, SequenceMetrics, format_table
+from mam2_server.io.atomic import atomic_write_bytes
 from mam2_server.io.image import read_image, to_display_window
 from mam2_server.io.sequence import SequencePattern
 
@@ -111,15 +110,7 @@ def format_report(report: dict | Mapping[str, dict], *, per_frame: bool = False,
 
 
 def write_json(report: dict, path: str | Path) -> None:
-    """Write the report as JSON (atomically: a temporary file renamed into place)."""
+    """Write the report as JSON, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(report, fh, indent=2, allow_nan=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, (json.dumps(report, indent=2, allow_nan=True) + "\n").encode())

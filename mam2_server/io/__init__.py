@@ -14,6 +14,7 @@ from mam2_server.io.image import (
     from_display_window,
     read_image,
     read_info,
+    sanitise,
     to_display_window,
     write_alpha,
     write_image,
@@ -24,5 +25,5 @@ from mam2_server.io.source import ArraySource, SequenceSource, write_alpha_frame
 __all__ = [
     "ArraySource", "ColourConverter", "Image", "ImageIOError", "ImageInfo", "SequencePattern", "SequenceSource",
     "decode_image", "encode_image", "format_frame_range", "from_display_window", "parse_frame_range",
-    "read_image", "read_info", "to_display_window", "write_alpha", "write_alpha_frame", "write_image",
+    "read_image", "read_info", "sanitise", "to_display_window", "write_alpha", "write_alpha_frame", "write_image",
 ]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -23,6 +22,7 @@ import numpy as np
 import OpenImageIO as oiio
 
 from mam2_server.io import _spec
+from mam2_server.io.atomic import atomic_path
 from mam2_server.io.info import Image, ImageInfo, ImageIOError, from_display_window, to_display_window
 
 __all__ = ["ImageIOError", "ImageInfo", "Image", "read_image", "read_info", "write_image", "write_alpha",
@@ -85,19 +85,23 @@ def _read(path: str | Path, channels: Channels, label: str | None, header_only: 
     pixels = np.asarray(data, np.float32).reshape(info.height, info.width, hi - lo)
     if list(index) != list(range(lo, hi)):  # a copy only when the channels are not one contiguous run
         pixels = np.ascontiguousarray(pixels[..., [i - lo for i in index]])
-    _sanitise(pixels, name)
+    sanitise(pixels, name)
     return Image(pixels, info)
 
 
-def _sanitise(pixels: np.ndarray, name: str) -> None:
-    """Replace NaN and +-inf by 0 in place (values <0 and >1 are real and kept)."""
+def sanitise(pixels: np.ndarray, name: str) -> int:
+    """Replace NaN and +-inf by 0 in place (values <0 and >1 are real and kept); returns how many.
+
+    `name` (a file, a frame) goes into the warning logged when anything is replaced.
+    """
     if np.isfinite(pixels.sum(dtype=np.float64)):  # one cheap pass in the usual, clean case
-        return
+        return 0
     bad = ~np.isfinite(pixels)
-    if bad.any():
-        nans = int(np.isnan(pixels).sum())
-        log.warning("%s: replaced %d NaN and %d infinite pixel values with 0", name, nans, int(bad.sum()) - nans)
-        pixels[bad] = 0.0
+    nans = int(np.isnan(pixels).sum())
+    count = int(bad.sum())
+    log.warning("%s: replaced %d NaN and %d infinite pixel values with 0", name, nans, count - nans)
+    pixels[bad] = 0.0
+    return count
 
 
 def read_image(path: str | Path, *, channels: Channels = None) -> Image:
@@ -193,16 +197,13 @@ def write_image(path: str | Path, pixels: np.ndarray, *, channels: Sequence[str]
         channels = ("Y",) if arr.shape[2] == 1 else ("R", "G", "B", "A")[:arr.shape[2]]
     if not path.parent.is_dir():
         raise ImageIOError(f"{path}: directory {path.parent} does not exist")
-    # Hidden name, same directory (same filesystem -> atomic replace), never matches a frame pattern.
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        _write_to(str(tmp), str(path), arr, channels, info, pixel_type, compression, str(path))
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and not isinstance(exc, ImageIOError):
-            raise ImageIOError(f"{path}: cannot write ({exc})") from exc
-        raise
+        with atomic_path(path) as tmp:
+            _write_to(str(tmp), str(path), arr, channels, info, pixel_type, compression, str(path))
+    except OSError as exc:
+        if isinstance(exc, ImageIOError):
+            raise
+        raise ImageIOError(f"{path}: cannot write ({exc})") from exc
     return path
 
 
@@ -219,7 +220,7 @@ def write_alpha(path: str | Path, alpha: np.ndarray, *, like: ImageInfo | None =
         raise ImageIOError(f"{path}: alpha must be (H, W), got shape {alpha.shape}")
     if not np.isfinite(alpha).all():
         alpha = alpha.copy()
-        _sanitise(alpha, str(path))  # a NaN in a matte wrecks a comp downstream
+        sanitise(alpha, str(path))  # a NaN in a matte wrecks a comp downstream
     png = Path(path).suffix.lower() == ".png"
     info = None if like is None else like.copy(channels=("Y",) if png else ("A",))
     return write_image(path, alpha[..., None], channels=("Y",) if png else ("A",), info=info,

@@ -1,7 +1,6 @@
 """Pixels from the wire (raw buffers, EXR bytes, shared paths) to arrays, and alphas back to the wire.
 
-Everything here is pure functions on numpy arrays; image files go through
-`mam2_server.io` (OpenImageIO), imported lazily so the server starts fast.
+Image files and EXR bytes go through `mam2_server.io` (OpenImageIO).
 """
 from __future__ import annotations
 
@@ -14,8 +13,8 @@ from typing import Sequence
 import numpy as np
 
 from mam2_server import protocol as P
+from mam2_server.io.image import Image, decode_image, encode_image, read_image, read_info, sanitise, to_display_window
 from mam2_server.protocol import ProtocolError
-
 
 
 @dataclass
@@ -25,45 +24,34 @@ class DecodedImage:
     digest: str  # sha256 of the pixels as received (identifies the frame's content)
 
 
-def _io():
-    import mam2_server.io as io  # lazy: OpenImageIO import is slow
-    return io
-
-
-def sanitise(pixels: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Replace NaN and +-inf by 0, as `mam2_server.io.read_image` does; returns (array, changed)."""
-    bad = ~np.isfinite(pixels)
-    if not bad.any():
-        return pixels, False
-    pixels = pixels.copy()
-    pixels[bad] = 0
-    return pixels, True
+def _display_window(image: Image) -> np.ndarray:
+    return image.pixels if image.info.data_is_display else to_display_window(image)
 
 
 def _exr_pixels(data: bytes | memoryview) -> np.ndarray:
-    io = _io()
     try:
-        image = io.decode_image(bytes(data), suffix=".exr")
+        image = decode_image(bytes(data), suffix=".exr")
     except Exception as exc:  # noqa: BLE001 - OIIO reports garbage in many ways
         raise ProtocolError(P.E_BAD_FRAME, f"EXR buffer could not be decoded: {exc}") from None
     return _display_window(image)
 
 
-def _display_window(image) -> np.ndarray:
-    from mam2_server.io.info import to_display_window
-    return to_display_window(image)
-
-
-def read_path(path: str, *, allowed_roots: Sequence[Path] | None) -> np.ndarray:
-    """Pixels of an image file on a disk shared with the client."""
+def _shared_file(path: str, allowed_roots: Sequence[Path] | None) -> Path:
+    """The real path of a plate on a disk shared with the client, if this server may read it."""
     resolved = Path(os.path.realpath(path))
     if allowed_roots is not None and not any(resolved.is_relative_to(r) for r in allowed_roots):
         raise ProtocolError(P.E_BAD_FRAME, f"path {path!r} is outside the directories this server may read "
                                            "(see `mam2 serve --allow-path`)")
     if not resolved.is_file():
         raise ProtocolError(P.E_BAD_FRAME, f"no such file on the server: {path!r}")
+    return resolved
+
+
+def read_path(path: str, *, allowed_roots: Sequence[Path] | None) -> np.ndarray:
+    """Pixels of an image file on a disk shared with the client."""
+    resolved = _shared_file(path, allowed_roots)
     try:
-        image = _io().read_image(str(resolved))
+        image = read_image(resolved)
     except Exception as exc:  # noqa: BLE001
         raise ProtocolError(P.E_BAD_FRAME, f"{path!r} could not be read: {exc}") from None
     return _display_window(image)
@@ -80,14 +68,9 @@ def _check_info(info, name: str, width: int, height: int) -> None:
 
 def check_path_frame(path: str, *, width: int, height: int, allowed_roots: Sequence[Path] | None) -> tuple[str, str]:
     """Validate a shared-disk plate from its header only; returns (real path, digest of path + stat)."""
-    resolved = Path(os.path.realpath(path))
-    if allowed_roots is not None and not any(resolved.is_relative_to(r) for r in allowed_roots):
-        raise ProtocolError(P.E_BAD_FRAME, f"path {path!r} is outside the directories this server may read "
-                                           "(see `mam2 serve --allow-path`)")
-    if not resolved.is_file():
-        raise ProtocolError(P.E_BAD_FRAME, f"no such file on the server: {path!r}")
+    resolved = _shared_file(path, allowed_roots)
     try:
-        info = _io().read_info(str(resolved))
+        info = read_info(resolved)
     except Exception as exc:  # noqa: BLE001
         raise ProtocolError(P.E_BAD_FRAME, f"{path!r} could not be read: {exc}") from None
     _check_info(info, repr(path), width, height)
@@ -99,7 +82,7 @@ def check_path_frame(path: str, *, width: int, height: int, allowed_roots: Seque
 def check_exr_file(path: Path, *, width: int, height: int) -> None:
     """Validate an EXR (received as bytes, already on disk) from its header only."""
     try:
-        info = _io().read_info(str(path))
+        info = read_info(path)
     except Exception as exc:  # noqa: BLE001
         raise ProtocolError(P.E_BAD_FRAME, f"EXR buffer could not be decoded: {exc}") from None
     _check_info(info, "EXR buffer", width, height)
@@ -138,9 +121,10 @@ def decode_pixels(ref: P.Pixels, buffers: Sequence[P.Buffer], *, width: int, hei
         else:
             raise ProtocolError(P.E_BAD_FRAME, f"image has {c} channels, expected {channels}")
     digest = hashlib.sha256(np.ascontiguousarray(pixels).data).hexdigest()[:32]
-    pixels, changed = sanitise(pixels)
     # An owned copy: frees the message buffer, and OpenImageIO refused some views of ZeroMQ frames.
-    return DecodedImage(np.array(pixels, order="C", copy=True), changed, digest)
+    pixels = np.array(pixels, order="C", copy=True)
+    changed = sanitise(pixels, f"received {ref.encoding} image") > 0
+    return DecodedImage(pixels, changed, digest)
 
 
 def alpha_to_wire(alpha: np.ndarray, frame: int, *, encoding: str, dtype: str, cached: bool,
@@ -153,7 +137,7 @@ def alpha_to_wire(alpha: np.ndarray, frame: int, *, encoding: str, dtype: str, c
         return (P.AlphaFrame(encoding=P.ENC_RAW, buffer=buffer_index, dtype=dtype, shape=list(alpha.shape),
                              frame=frame, cached=cached), memoryview(data).cast("B"))
     if encoding == P.ENC_EXR:
-        data = _io().encode_image(alpha[:, :, None].astype(np.float32), channels=("A",),
+        data = encode_image(alpha[:, :, None].astype(np.float32), channels=("A",),
                                   pixel_type="half" if dtype == P.DTYPE_HALF else "float", compression="zip")
         return P.AlphaFrame(encoding=P.ENC_EXR, buffer=buffer_index, frame=frame, cached=cached), data
     raise ProtocolError(P.E_BAD_MESSAGE, f"alpha_encoding must be 'raw' or 'exr', got {encoding!r}")

@@ -20,14 +20,14 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from host_plugins.mam2_client import wire
+from mam2_server.io.atomic import atomic_write_bytes
+from mam2_server.io.image import read_image, to_display_window, write_image
 from mam2_server.protocol import ProtocolError
-from mam2_server.server.exr import read_exr, write_exr
 
 _SHOT_RE = re.compile(wire.SHOT_ID_PATTERN)
 _FRAME_FILE = re.compile(r"^(-?\d+)\.([0-9a-f]{8,64})\.(exr|path)$")
@@ -40,25 +40,6 @@ def check_shot_id(shot: str) -> str:
         raise ProtocolError(wire.E_BAD_SHOT, f"shot id {shot!r:.80} is not allowed: use 1-128 of A-Z a-z 0-9 _ . - "
                                              "starting with a letter or digit, without '..'")
     return shot
-
-
-def atomic_write(path: Path, data: bytes | memoryview) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _io():
-    import mam2_server.io as io
-    return io
 
 
 class ShotDisk:
@@ -87,7 +68,7 @@ class ShotDisk:
         return data if isinstance(data, dict) and data.get("version") == MANIFEST_VERSION else None
 
     def save_manifest(self, data: dict) -> None:
-        atomic_write(self.dir / "shot.json", json.dumps({"version": MANIFEST_VERSION, **data}, indent=1).encode())
+        atomic_write_bytes(self.dir / "shot.json", json.dumps({"version": MANIFEST_VERSION, **data}, indent=1).encode())
 
     # -- frames ---------------------------------------------------------------
     def scan_frames(self) -> dict[int, tuple[str, Path]]:
@@ -109,13 +90,14 @@ class ShotDisk:
         """
         if shared_path is not None:
             path = self.frames_dir / f"{frame}.{digest}.path"
-            atomic_write(path, os.path.realpath(shared_path).encode())
+            atomic_write_bytes(path, os.path.realpath(shared_path).encode())
         else:
             path = self.frames_dir / f"{frame}.{digest}.exr"
             if exr_bytes is None:
-                write_exr(path, pixels, ("R", "G", "B"), self.spill_compression)
+                write_image(path, pixels, channels=("R", "G", "B"), compression=self.spill_compression,
+                            pixel_type="half" if pixels.dtype == np.float16 else "float")
             else:
-                atomic_write(path, exr_bytes)
+                atomic_write_bytes(path, exr_bytes)
         if check is not None:
             try:
                 check(path)
@@ -129,21 +111,14 @@ class ShotDisk:
 
     @staticmethod
     def read_frame(path: Path) -> np.ndarray:
-        """(H, W, 3) float32 of a stored frame."""
-        from mam2_server.server.pixels import _display_window, sanitise
-        if path.suffix == ".exr" and path.name.count(".") == 2:  # spilled by the server itself: lean read
-            try:
-                return sanitise(read_exr(path, ("R", "G", "B")))[0]  # EXR bytes from a client may hold NaN
-            except Exception:  # noqa: BLE001 - e.g. EXR bytes as the client sent them: general reader
-                pass
+        """(H, W, 3) float32 scene-linear RGB over the display window of a stored frame (NaN/inf -> 0)."""
         if path.suffix == ".path":
             path = Path(path.read_text())
-        pixels = _display_window(_io().read_image(str(path)))
-        pixels = np.asarray(pixels, dtype=np.float32)
-        if pixels.shape[2] < 3:
+        image = read_image(path)
+        pixels = image.pixels if image.info.data_is_display else to_display_window(image)
+        if pixels.shape[2] < 3:  # a grey (Y) plate
             pixels = np.repeat(pixels[:, :, :1], 3, axis=2)
-        pixels, _ = sanitise(np.ascontiguousarray(pixels[:, :, :3]))
-        return pixels
+        return np.ascontiguousarray(pixels[:, :, :3])
 
     # -- prompt masks ------------------------------------------------------------
     def mask_path(self, frame: int) -> Path:
@@ -151,11 +126,11 @@ class ShotDisk:
 
     def save_mask(self, frame: int, mask: np.ndarray) -> str:
         path = self.mask_path(frame)
-        write_exr(path, mask[:, :, None].astype(np.float32), ("A",))
+        write_image(path, mask[:, :, None], channels=("A",), pixel_type="float")
         return path.name
 
     def load_mask(self, frame: int) -> np.ndarray:
-        return read_exr(self.mask_path(frame), ("A",))[:, :, 0]
+        return read_image(self.mask_path(frame)).pixels[:, :, 0]
 
     # -- alpha cache ---------------------------------------------------------------
     def alpha_path(self, frame: int, key: str) -> Path:
@@ -166,7 +141,7 @@ class ShotDisk:
 
     def save_alpha(self, frame: int, key: str, alpha: np.ndarray) -> None:
         path = self.alpha_path(frame, key)
-        write_exr(path, alpha[:, :, None].astype(np.float32), ("A",))
+        write_image(path, alpha[:, :, None], channels=("A",), pixel_type="float")
         for old in self.alpha_dir.glob(f"{frame}.*.exr"):
             if old != path:
                 old.unlink(missing_ok=True)
@@ -174,7 +149,7 @@ class ShotDisk:
     def load_alpha(self, frame: int, key: str) -> np.ndarray | None:
         path = self.alpha_path(frame, key)
         try:
-            return np.ascontiguousarray(read_exr(path, ("A",))[:, :, 0])
+            return np.ascontiguousarray(read_image(path).pixels[:, :, 0])
         except Exception:  # noqa: BLE001 - a missing or unreadable file is a cache miss
             return None
 
