@@ -2,45 +2,9 @@
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("sam2")
-
-from mam2_server.engines import EngineConfig, EngineError, create_engine  # noqa: E402
-from mam2_server.prompts import Point, Prompt  # noqa: E402
-
-
-class _Source:
-    """Minimal FrameSource (used if mam2_server.io.ArraySource is unavailable)."""
-
-    def __init__(self, linear, first=1):
-        self._lin = [np.asarray(f, np.float32) for f in linear]
-        self.frames = list(range(first, first + len(self._lin)))
-        self.height, self.width = self._lin[0].shape[:2]
-
-    def linear(self, frame):
-        return self._lin[frame - self.frames[0]]
-
-    def display(self, frame):
-        return np.clip(self.linear(frame), 0, 1) ** (1 / 2.2)
-
-
-def make_source(linear):
-    try:
-        from mam2_server.io import ArraySource
-    except ImportError:
-        return _Source(linear)
-    return ArraySource(linear)
-
-
-def clip(n=5, w=72, h=45):
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:h, 0:w]
-    out = []
-    for i in range(n):
-        img = 0.1 + 0.1 * rng.random((h, w, 3))
-        img[(xx - 25 - 3 * i) ** 2 + (yy - 22) ** 2 < 100] = (0.8, 0.3, 0.1)
-        out.append(img.astype(np.float32))
-    return out
+from frames import moving_disc
+from mam2_server.engines import EngineConfig, EngineError, create_engine
+from mam2_server.prompts import Point, Prompt
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +17,7 @@ def tiny_ckpt(tmp_path_factory):
 def test_mam2_engine_runs_end_to_end(tiny_ckpt):
     engine = create_engine(EngineConfig("mam2", checkpoint=tiny_ckpt, device="cpu"))
     assert engine.chained
-    src = make_source(clip())
+    src = moving_disc()
     f = src.frames
     prompts = [Prompt(frame=f[2], box=(15, 12, 36, 33)), Prompt(frame=f[3], points=(Point(30, 22),))]
     results = list(engine.run(src, prompts))

@@ -1,15 +1,13 @@
 """MAM2 network parts on the tiny random-weight config (CPU, seconds)."""
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("sam2")
-
-from mam2_server.model.build import build_mam2  # noqa: E402
-from mam2_server.model.config import LoRAConfig, MAM2Config, PDDConfig, preset  # noqa: E402
-from mam2_server.model.lora import LoRALinear, inject_lora, merge_lora, unmerge_lora  # noqa: E402
-from mam2_server.model.matter import Matter  # noqa: E402
-from mam2_server.model.pdd import PromptableDualDecoder  # noqa: E402
+from mam2_server.model.build import build_mam2
+from mam2_server.model.config import LoRAConfig, MAM2Config, PDDConfig, preset
+from mam2_server.model.lora import LoRALinear, inject_lora, merge_lora, unmerge_lora
+from mam2_server.model.matter import Matter
+from mam2_server.model.pdd import PromptableDualDecoder
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,14 @@
 """Streaming tracker and checkpoints on the tiny random-weight config (CPU)."""
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("sam2")
-
-from mam2_server.model.build import build_mam2  # noqa: E402
-from mam2_server.model.checkpoint import (CheckpointError, load_mam2, load_model, load_official_sam2,  # noqa: E402
+from mam2_server.model.build import build_mam2
+from mam2_server.model.checkpoint import (CheckpointError, load_mam2, load_model, load_official_sam2,
                                           save_mam2)
-from mam2_server.model.config import LoRAConfig, PDDConfig, preset  # noqa: E402
-from mam2_server.model.tracker import StreamingTracker  # noqa: E402
-from mam2_server.prompts import Point, Prompt  # noqa: E402
+from mam2_server.model.config import LoRAConfig, PDDConfig, preset
+from mam2_server.model.tracker import StreamingTracker
+from mam2_server.prompts import Point, Prompt
 
 S = 128  # tiny config's image_size
 

@@ -6,7 +6,6 @@ Blender `sys.executable` is the host application, so it is never used.
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import shlex
 import shutil
@@ -15,22 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
-from urllib.parse import urlsplit
 
 from . import wire
 from .client import Client, ServerUnavailable
-
-
-def _is_local(address: str) -> bool:
-    if address.startswith("ipc://"):
-        return True
-    host = urlsplit(address).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def server_command() -> list[str] | None:
@@ -60,7 +46,7 @@ def ensure_server(address: str = wire.DEFAULT_ADDRESS, *, start: bool = True, co
         probe.close()
     if not start:
         raise ServerUnavailable(f"no MAM2 server answers at {address} (start one with `mam2 serve --address {address}`)")
-    if not _is_local(address):
+    if not wire.is_loopback(address):
         raise ServerUnavailable(f"no MAM2 server answers at {address}; it is not a local address, so it cannot be "
                                 "started from here: run `mam2 serve` on that machine")
     cmd = list(command) if command else server_command()

@@ -9,6 +9,9 @@ fields refer to by index (1 = the first frame after the header).
 """
 from __future__ import annotations
 
+import ipaddress
+from urllib.parse import urlsplit
+
 PROTOCOL_VERSION = 1
 
 # --- header keys -----------------------------------------------------------
@@ -87,3 +90,18 @@ MAX_ID_CHARS = 64
 SHOT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"  # and no ".." anywhere
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5557"
+
+
+def is_loopback(address: str) -> bool:
+    """True for addresses only this machine can reach: ipc://, inproc://, tcp:// on 127.0.0.0/8, ::1, localhost."""
+    if address.startswith(("ipc://", "inproc://")):
+        return True
+    if not address.startswith("tcp://"):
+        return False
+    host = urlsplit(address).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "*", an interface name or a host name: treat as public

@@ -24,11 +24,12 @@ from typing import Callable, Sequence
 
 import zmq
 
+from host_plugins.mam2_client.wire import is_loopback
 from mam2_server import protocol as P
 from mam2_server.engines import Engine
 from mam2_server.protocol import ProtocolError
 from mam2_server.server.handlers import Handlers, Job
-from mam2_server.server.security import Curve, check_bind_address, is_loopback
+from mam2_server.server.security import Curve, check_bind_address
 from mam2_server.server.shots import ShotStore
 
 log = logging.getLogger(__name__)

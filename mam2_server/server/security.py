@@ -10,35 +10,21 @@ Binding any address that is not loopback (127.0.0.0/8, ::1, localhost) or
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import shutil
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+
+from host_plugins.mam2_client.wire import is_loopback
 
 log = logging.getLogger(__name__)
 
 
 class SecurityError(ValueError):
     """The server refuses to start with this address / key configuration."""
-
-
-def is_loopback(address: str) -> bool:
-    if address.startswith(("ipc://", "inproc://")):
-        return True
-    if not address.startswith("tcp://"):
-        return False
-    host = urlsplit(address).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # "*", an interface name or a host name: treat as public
 
 
 def check_bind_address(address: str, curve_dir: Path | None) -> None:
