@@ -96,6 +96,7 @@ def test_clean_plate_recovers_background_behind_a_moving_object_with_a_panning_c
     assert inside.sum() > 50
     err = np.abs(plate.background[inside] - bgs[t - 1][inside]).mean()
     assert err < 0.03  # vs ~0.4 between the object and the background
+    assert plate.resampled  # the camera pans: neighbours were warped
     assert len(est._cache) <= est._cache_size
 
 
@@ -131,3 +132,64 @@ def test_foreground_estimation_keeps_linear_range():
     assert np.abs(F[a > 0.99] - fg).max() < 0.05
     rgba = premultiplied_rgba(img, a)
     assert rgba.shape == (H, W, 4) and np.allclose(rgba[..., 3], a)
+
+
+def _layer_clip(opacity, step, n=6, feather=0.0, r=14):
+    """Locked camera over a textured background; a disc of `opacity` drifting `step` px a frame."""
+    bg = background(seed=7, blur=1.5 if feather == 0 else 1.0)
+    frames, alphas = [], []
+    for i in range(n):
+        a = disc(30 + step * i, r=r)
+        if feather > 0:  # a soft-edged layer (a puff of smoke)
+            a = cv2.GaussianBlur(a, (0, 0), feather)
+        a = opacity * a
+        frames.append(composite(a, [0.8, 0.8, 0.8], bg))
+        alphas.append(a)
+    return ArraySource(frames, first_frame=1), alphas
+
+
+def test_clean_plate_keeps_the_least_object_like_sample_along_a_direction():
+    src, alphas = _layer_clip(0.6, 6)
+    est = CleanPlateEstimator(src, (H, W), max_neighbours=5)
+    t = 3
+    obj = cv2.dilate((alphas[t - 1] > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    d = np.ones(3, np.float32) / np.sqrt(3)
+    plate = est.estimate(t, src.linear(t), obj, direction=d)
+    assert plate.lowest is not None and plate.lowest_nb is not None
+    bg = background(seed=7, blur=1.5)
+    # where some neighbour saw the background, the lowest sample is it
+    seen = (alphas[t - 1] > 0.3) & np.any([a < 1e-3 for i, a in enumerate(alphas) if i != t - 1], axis=0)
+    assert seen.sum() > 30
+    assert np.abs(plate.lowest[seen] - bg[seen]).mean() < 0.01
+    assert (plate.lowest @ d <= src.linear(t) @ d + 1e-5).all()
+
+
+def _matte_frame(src, alphas, t, **options):
+    m = VideoMatter(temporal=0.0, **options)
+    m.begin_pass(src, Pass(1, FORWARD, tuple(src.frames)), Prompt(frame=1, box=(5, 10, 90, 54)))
+    out = None
+    for f in src.frames[:t]:  # run up to t so the pass-level decisions settle
+        mask = (alphas[f - 1] > 0.02).astype(np.float32)
+        tri = band_trimap(mask, 2)  # interior = sure foreground, as a hard-mask tracker gives
+        out = m.process(FrameImages(f, src.linear(f), src.display(f)), Segmentation(mask, {}), tri)
+    return out, m
+
+
+def test_video_matter_softens_the_sure_foreground_of_a_see_through_layer():
+    src, alphas = _layer_clip(0.35, 2, feather=3.0, r=16)
+    t = 4
+    with_layer, m = _matte_frame(src, alphas, t)
+    without, _ = _matte_frame(src, alphas, t, layer_weight=0.0)
+    assert m.last_debug.get("soft")
+    e_with = np.abs(with_layer - alphas[t - 1]).mean()
+    e_without = np.abs(without - alphas[t - 1]).mean()
+    assert e_with < 0.5 * e_without
+
+
+def test_video_matter_keeps_an_opaque_object_opaque():
+    src, alphas = _layer_clip(1.0, 6)
+    t = 4
+    out, m = _matte_frame(src, alphas, t)
+    assert not m.last_debug.get("soft")
+    inside = alphas[t - 1] > 0.99
+    assert out[inside].mean() > 0.97

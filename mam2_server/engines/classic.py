@@ -3,8 +3,9 @@
 segment: GrabCut from the prompt carried by DIS optical flow with accumulated colour models
 (`stages.segment.tracker.FlowTracker`); trimap: unknown band adapted to local uncertainty,
 smoothed over time (`stages.trimap.adaptive.AdaptiveTrimapper`); matte: closed-form
-matting with clean-plate (difference) evidence in linear light and temporal priors at a
-proxy resolution, guided-filter upsampled (`stages.matte.video.VideoMatter`).
+matting with clean-plate and layer (difference-matting) evidence in linear light, a
+see-through test that softens sure foreground, and temporal priors at a proxy resolution,
+guided-filter upsampled (`stages.matte.video.VideoMatter`).
 """
 from __future__ import annotations
 

@@ -26,6 +26,11 @@ class Plate:
     noise: float  # robust noise level of |I - B| on the background
     change: np.ndarray | None = None  # (h, w) largest |I - aligned neighbour| over all neighbours (linear)
     aligned: np.ndarray | None = None  # (h, w) how many aligned neighbours saw the pixel
+    # least-object-like observation along `direction` (see `estimate`): over the current frame and
+    # every aligned neighbour (lowest), and over the neighbours only (lowest_nb, NaN where none saw it)
+    lowest: np.ndarray | None = None
+    lowest_nb: np.ndarray | None = None
+    resampled: bool = False  # some neighbour was warped by more than 1/4 px (camera motion or fit jitter)
 
 
 def _gray_u8(linear: np.ndarray) -> np.ndarray:
@@ -121,23 +126,34 @@ class CleanPlateEstimator:
         return np.array([[1, 0, -warp[0, 2]], [0, 1, -warp[1, 2]], [0, 0, 1]], np.float64)
 
     def estimate(self, frame: int, linear: np.ndarray, object_mask: np.ndarray | None = None,
-                 velocity: tuple[float, float] | None = None) -> Plate | None:
+                 velocity: tuple[float, float] | None = None,
+                 direction: np.ndarray | None = None) -> Plate | None:
         """Plate at `frame` (proxy resolution); None when the shot has no usable neighbours.
 
         `object_mask` (proxy resolution, generously dilated) is where the object is now;
         `velocity` its motion against the background in proxy pixels per frame. A
         neighbour's sample counts only where the object, moved by velocity x offset, has
         uncovered the background (without a velocity: outside the mask only).
+        `direction` (unit linear RGB, object colour minus background colour): also keep, per
+        pixel, the aligned observation with the smallest projection on it (the least
+        object-like sample of the background there; see-through layers vary over time).
         """
         cur = self._get(frame, linear)
         h, w = self.shape
         samples, valids = [], []
         change = aligned = None
+        low_nb = low_nb_p = None
+        resampled = False
+        if direction is not None:
+            direction = np.asarray(direction, np.float32).reshape(3)
         for f in self.neighbours(frame):
             nb = self._get(f)
             H = self._homography(cur, nb, object_mask)
             if H is None:
                 H = self._translation(cur, nb, object_mask)
+            corners = np.float32([[0, 0], [w, 0], [0, h], [w, h]]).reshape(-1, 1, 2)
+            if np.abs(cv2.perspectiveTransform(corners, H.astype(np.float64)) - corners).max() > 0.25:
+                resampled = True
             warped = cv2.warpPerspective(nb[0], H, (w, h), flags=cv2.INTER_LINEAR,
                                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
             ones = cv2.warpPerspective(np.ones((h, w), np.float32), H, (w, h), flags=cv2.INTER_LINEAR,
@@ -167,6 +183,14 @@ class CleanPlateEstimator:
             d = np.linalg.norm(warped - cur[0], axis=2)
             change = np.where(ok, d, 0.0) if change is None else np.maximum(change, np.where(ok, d, 0.0))
             aligned = ok.astype(np.int32) if aligned is None else aligned + ok
+            if direction is not None:
+                proj = np.where(ok, warped @ direction, np.inf)
+                if low_nb is None:
+                    low_nb, low_nb_p = np.where(ok[..., None], warped, np.nan), proj
+                else:
+                    better = proj < low_nb_p
+                    low_nb = np.where(better[..., None], warped, low_nb)
+                    low_nb_p = np.where(better, proj, low_nb_p)
         if len(samples) < 2:
             return None
         stack = np.stack(samples)  # (n, h, w, 3)
@@ -181,7 +205,12 @@ class CleanPlateEstimator:
         if object_mask is not None:
             away &= ~object_mask
         noise = float(1.4826 * np.median(diff[away])) if away.sum() > 50 else 0.01
-        return Plate(bg, valid, spread, max(noise, 2e-3), change.astype(np.float32), aligned)
+        lowest = None
+        if low_nb is not None:
+            cur_p = cur[0] @ direction
+            lowest = np.where((low_nb_p < cur_p)[..., None], low_nb, cur[0]).astype(np.float32)
+            low_nb = low_nb.astype(np.float32)
+        return Plate(bg, valid, spread, max(noise, 2e-3), change.astype(np.float32), aligned, lowest, low_nb, resampled)
 
 
 def _nanmedian0(x: np.ndarray) -> np.ndarray:

@@ -18,6 +18,15 @@ per-pixel priors p with confidences c from
     - background evidence: |I - B| within the noise -> a = 0 (on by default);
     - see-through regression / difference matting (`seethrough_alpha`, weight
       `diff_weight`, off by default: it did not pay on the synthetic benchmark);
+* layer (difference) evidence against the least object-like aligned observation
+  (`CleanPlateEstimator.estimate(direction=...)`): with d the object's colour direction
+  (object minus surrounding background, linear RGB) and F . d the object's robust extreme
+  along it, a = (I - B) . d / (F . d - B . d) per pixel (`layer_weight`), near the mask.
+  Inside the mask of an opaque object B is the object itself, so there it counts only where
+  the background's texture is seen through locally; once the object is found see-through
+  over the pass (high-pass I correlates with the neighbours' least object-like samples
+  inside the mask, `soft_threshold`), sure foreground stops being a hard 1 and the
+  evidence decides there too (`soft_weight`);
 * temporal coherence: the previous frame's alpha warped by the tracker's flow,
   where the flow is consistent and the warp is photometrically right.
 
@@ -158,7 +167,21 @@ def _highpass(img: np.ndarray) -> np.ndarray:
 class VideoMatter(Matter):
     def __init__(self, proxy_long_side: int = 640, use_plate: bool = True, temporal: float = 0.05,
                  diff_weight: float = 0.0, bg_weight: float = 3.0, unknown_pull: float = 0.5, pull_distance: float = 0.05,
-                 static_weight: float = 1.0) -> None:
+                 static_weight: float = 1.0, layer_weight: float = 0.5, soft_weight: float = 1.0,
+                 soft_threshold: float = 0.7, opaque_inside: float = 0.0,
+                 dead_zone: float = 3.0, sure_local: float = 0.5,
+                 fd_percentile: float = 80.0, raise_from: float = 0.3,
+                 align_slack: int = 1, contrast_floor: float = 0.3) -> None:
+        self.layer_weight = layer_weight
+        self.opaque_inside = opaque_inside
+        self.dead_zone = dead_zone
+        self.sure_local = sure_local
+        self.fd_percentile = fd_percentile
+        self.raise_from = raise_from
+        self.align_slack = align_slack
+        self.contrast_floor = contrast_floor
+        self.soft_weight = soft_weight
+        self.soft_threshold = soft_threshold
         self.unknown_pull = unknown_pull
         self.static_weight = static_weight
         self.pull_distance = pull_distance
@@ -171,6 +194,10 @@ class VideoMatter(Matter):
         self._prev: np.ndarray | None = None
         self._transparency: float | None = None
         self._dynamic: float | None = None
+        self._direction: np.ndarray | None = None
+        self._fd: float | None = None
+        self._contrast: float | None = None
+        self._seethrough: float | None = None
         self._source: FrameSource | None = None
         self.last_debug: dict = {}
 
@@ -180,9 +207,13 @@ class VideoMatter(Matter):
         self._prev = None
         self._transparency = None
         self._dynamic = None
+        self._direction = None
+        self._fd = None
+        self._contrast = None
+        self._seethrough = None
 
     def _plate(self, frame: int, linear: np.ndarray, shape, mask_s: np.ndarray,
-               velocity: tuple[float, float] | None) -> Plate | None:
+               velocity: tuple[float, float] | None, direction: np.ndarray | None = None) -> Plate | None:
         if not self.use_plate or self._source is None or len(self._source.frames) < 3:
             return None
         if self._plates is None or self._plates.shape != shape:
@@ -190,7 +221,7 @@ class VideoMatter(Matter):
         r = max(2, int(0.03 * max(shape)))
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
         obj = cv2.dilate(mask_s.astype(np.uint8), k) > 0
-        return self._plates.estimate(frame, linear, obj, velocity)
+        return self._plates.estimate(frame, linear, obj, velocity, direction)
 
     def process(self, images: FrameImages, seg: Segmentation, trimap: np.ndarray) -> np.ndarray:
         full = trimap.shape
@@ -211,11 +242,14 @@ class VideoMatter(Matter):
         pull = self.unknown_pull * np.clip(dist - 1.0, 0, 1)
         far = np.clip(dist, 0, 1).astype(np.float32)
         conf = np.where(known, HARD, pull).astype(np.float32)
-        plate = self._plate(images.frame, images.linear, shape, mask, _object_velocity(seg, images.frame, shape, mask))
+        direction = self._object_direction(lin, mask) if self.layer_weight > 0 else None
+        plate = self._plate(images.frame, images.linear, shape, mask, _object_velocity(seg, images.frame, shape, mask),
+                            direction)
         dbg = {}
         if plate is not None and mask.any():
             self._add_static_evidence(lin, mask, plate, prior, conf, far, dbg)
             self._add_plate_evidence(lin, mask, tri, plate, prior, conf, dbg)
+            self._add_layer_evidence(lin, mask, plate, prior, conf, dbg)
         if self.temporal > 0 and self._prev is not None and self._prev.shape == shape:
             self._add_temporal(seg, shape, prior, conf)
         if not mask.any() and not (conf < HARD).any():
@@ -225,6 +259,110 @@ class VideoMatter(Matter):
         self._prev = alpha_s
         self.last_debug = dbg
         return guided_upsample(alpha_s, images.display)
+
+    def _object_direction(self, lin: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+        """Unit linear-RGB direction from the background around the object to the object (smoothed
+        over the pass); also tracks the object's robust extreme along it (F . d, the
+        `fd_percentile`-th percentile over the mask)."""
+        if mask.sum() < 20 or mask.all():
+            return self._direction
+        h, w = mask.shape
+        r1, r2 = max(2, int(0.03 * max(h, w))), max(4, int(0.08 * max(h, w)))
+        m8 = mask.astype(np.uint8)
+        near = cv2.dilate(m8, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r1 + 1, 2 * r1 + 1))) > 0
+        ring = (cv2.dilate(m8, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r2 + 1, 2 * r2 + 1))) > 0) & ~near
+        if ring.sum() < 20:
+            return self._direction
+        d = np.median(lin[mask], axis=0) - np.median(lin[ring], axis=0)
+        n = float(np.linalg.norm(d))
+        if n < 1e-4:
+            return self._direction
+        d = (d / n).astype(np.float32)
+        if self._direction is not None:
+            d = 0.7 * self._direction + 0.3 * d
+            d = (d / max(float(np.linalg.norm(d)), 1e-6)).astype(np.float32)
+        self._direction = d
+        fd = float(np.percentile(lin[mask] @ d, self.fd_percentile))
+        contrast = max(fd - float(np.median(lin[ring] @ d)), 0.0)
+        self._contrast = contrast if self._contrast is None else 0.7 * self._contrast + 0.3 * contrast
+        self._fd = fd if self._fd is None else 0.7 * self._fd + 0.3 * fd
+        return d
+
+    def _add_layer_evidence(self, lin, mask, plate: Plate, prior, conf, dbg) -> None:
+        """Difference matting against the least object-like aligned observation B (see
+        `CleanPlateEstimator.estimate`): a = (I - B) . d / (F - B) . d with d the object's colour
+        direction and F . d its extreme. Near the mask only; unknown pixels always, sure
+        foreground too once the object is found see-through (the background's texture shows
+        through it in the aligned neighbours), where it replaces the hard 1."""
+        if plate.lowest is None or self._direction is None or self._fd is None:
+            return
+        d = self._direction
+        h, w = mask.shape
+        B = plate.lowest
+        bd = B @ d
+        if self.align_slack > 0 and plate.resampled:
+            # neighbours resampled by a non-trivial warp: a pixel of residual misalignment at a
+            # background edge is no layer, so compare with the largest B . d in a small window
+            k = 2 * self.align_slack + 1
+            bd = cv2.dilate(bd.astype(np.float32), np.ones((k, k), np.uint8))
+        num = lin @ d - bd
+        den = self._fd - bd
+        sigma = plate.noise
+        # the minimum over several noisy / resampled observations sits below the true background:
+        # differences within the noise are no evidence of the layer
+        num = np.maximum(num - self.dead_zone * sigma, 0.0)
+        a = np.clip(num / np.maximum(den, 1e-3), 0.0, 1.0).astype(np.float32)
+        # trust grows with the contrast between object and background along d
+        # and is ill-conditioned where the background is nearly as far along d as the object
+        floor = (6 * sigma) ** 2 + (self.contrast_floor * (self._contrast or 0.0)) ** 2
+        trust = np.clip(den, 0, None) ** 2 / (np.clip(den, 0, None) ** 2 + floor)
+        r = max(2, int(0.03 * max(h, w)))
+        near = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))) > 0
+        # see-through test on the neighbours' least object-like samples
+        rc = max(1, int(0.012 * max(h, w)))
+        deep = cv2.erode(mask.astype(np.uint8), np.ones((2 * rc + 1, 2 * rc + 1), np.uint8)) > 0
+        nb = plate.lowest_nb
+        if nb is not None:
+            deep &= np.isfinite(nb).all(axis=2)
+            if deep.sum() > 20:
+                hi = _highpass(lin)[deep]
+                hb = _highpass(np.nan_to_num(nb))[deep]
+                den_s = float(np.sqrt((hi * hi).sum() * (hb * hb).sum()))
+                score = float((hi * hb).sum()) / den_s if den_s > 1e-12 else 0.0
+                self._seethrough = score if self._seethrough is None else 0.7 * self._seethrough + 0.3 * score
+        soft = self._seethrough is not None and self._seethrough > self.soft_threshold
+        dbg.update(seethrough=self._seethrough, soft=soft, layer_alpha=a)
+        unknown = near & (conf < HARD)
+        c = self.layer_weight * trust
+        if not soft:
+            # an opaque object covers its own interior in every neighbour, so B there is the
+            # object itself: inside the tracked mask only where the background's texture is
+            # seen through locally (high-pass I correlates with high-pass B)
+            local = self.opaque_inside * np.ones_like(c)
+            if nb is not None:
+                rl = max(2, int(0.012 * max(h, w)))
+                hi = _highpass(lin)
+                hb = _highpass(np.nan_to_num(nb))
+                cov = _box(hi * hb, rl)
+                vi, vb = _box(hi * hi, rl), _box(hb * hb, rl)
+                corr = cov / np.sqrt((vi + (2 * sigma) ** 2) * (vb + (2 * sigma) ** 2))
+                local = np.maximum(local, np.clip(2.0 * corr - 0.6, 0.0, 1.0))
+            # evidence for the layer (well above the least object-like sample) is sound either way
+            raise_ = np.clip((a - self.raise_from) / 0.4, 0.0, 1.0) if self.raise_from < 1 else 0.0
+            c = np.where(mask, np.maximum(local, raise_) * c, c)
+            if self.sure_local > 0:
+                # sure foreground where the background's texture clearly shows through is not
+                # sure: the least object-like sample decides there too
+                seen_through = near & (conf >= HARD) & (prior > 0.5) & (local >= self.sure_local)
+                prior[seen_through] = a[seen_through]
+                conf[seen_through] = self.soft_weight * np.maximum(trust[seen_through], 0.1)
+        sel = unknown
+        prior[sel] = (conf[sel] * prior[sel] + c[sel] * a[sel]) / np.maximum(conf[sel] + c[sel], 1e-9)
+        conf[sel] = conf[sel] + c[sel]
+        if soft:
+            sure = near & (conf >= HARD) & (prior > 0.5)
+            prior[sure] = a[sure]
+            conf[sure] = self.soft_weight * np.maximum(trust[sure], 0.1)
 
     def _add_static_evidence(self, lin, mask, plate: Plate, prior, conf, far, dbg) -> None:
         """Inside the mask of an object that changes from frame to frame (moves, deforms, drifts),
