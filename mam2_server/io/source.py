@@ -6,6 +6,7 @@ plate's data window when written (`write_alpha_frame`), which keeps Nuke's bbox.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Sequence
@@ -44,7 +45,7 @@ class _FrameCache:
         return self.raw(frame, kind, make).copy()
 
 
-class _SourceBase:
+class _SourceBase(ABC):
     frames: list[int]
     width: int
     height: int
@@ -65,8 +66,9 @@ class _SourceBase:
         return self._cache.get(frame, "display", lambda: self.colour.to_display(
             self._cache.raw(frame, "linear", lambda: self._load(frame))))
 
+    @abstractmethod
     def _load(self, frame: int) -> np.ndarray:
-        raise NotImplementedError
+        """(height, width, 3) float32 scene-linear RGB of `frame`, read afresh."""
 
     def __len__(self) -> int:
         return len(self.frames)
