@@ -35,12 +35,11 @@ class MAM2Engine(Engine):
     name = "mam2"
     chained = True
 
-    def __init__(self, model, *, matter_trained: bool = True) -> None:
+    def __init__(self, model) -> None:
         from mam2_server.model.tracker import StreamingTracker
 
         self.model = model
         self.tracker = StreamingTracker(model)
-        self.matter_trained = matter_trained
         # (source id, keyframe) -> (prompts the bank depends on, bank at the end of the previous pass)
         self._snapshots: OrderedDict = OrderedDict()
 
@@ -113,4 +112,4 @@ def build(config: EngineConfig) -> MAM2Engine:
                       "trimap head and the matter are untrained (random init), so trimaps and alphas are not "
                       "meaningful. Use a trained MAM2 .safetensors, or the 'hybrid' engine for SAM2 masks with "
                       "classic trimap + matte.", RuntimeWarning, stacklevel=2)
-    return MAM2Engine(model, matter_trained=report is None)
+    return MAM2Engine(model)
