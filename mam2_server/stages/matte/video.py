@@ -23,7 +23,9 @@ per-pixel priors p with confidences c from
   (object minus surrounding background, linear RGB) and F . d the object's robust extreme
   along it, a = (I - B) . d / (F . d - B . d) per pixel (`layer_weight`), near the mask.
   Inside the mask of an opaque object B is the object itself, so there it counts only where
-  the background's texture is seen through locally; once the object is found see-through
+  the background's texture is seen through locally, at pixels that some neighbour saw
+  uncovered or whose colour changed over the neighbours (`change_gate`: a still opaque object's
+  own texture correlates too); once the object is found see-through
   over the pass (high-pass I correlates with the neighbours' least object-like samples
   inside the mask, `soft_threshold`), sure foreground stops being a hard 1 and the
   evidence decides there too (`soft_weight`);
@@ -171,7 +173,8 @@ class VideoMatter(Matter):
                  soft_threshold: float = 0.7, opaque_inside: float = 0.0,
                  dead_zone: float = 3.0, sure_local: float = 0.5,
                  fd_percentile: float = 80.0, raise_from: float = 0.3,
-                 align_slack: int = 1, contrast_floor: float = 0.3) -> None:
+                 align_slack: int = 1, contrast_floor: float = 0.3, change_gate: float = 0.25) -> None:
+        self.change_gate = change_gate
         self.layer_weight = layer_weight
         self.opaque_inside = opaque_inside
         self.dead_zone = dead_zone
@@ -318,6 +321,18 @@ class VideoMatter(Matter):
         trust = np.clip(den, 0, None) ** 2 / (np.clip(den, 0, None) ** 2 + floor)
         r = max(2, int(0.03 * max(h, w)))
         near = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))) > 0
+        # a static object (or a slow one) covers the same pixels in every neighbour, and its own
+        # texture there correlates with the neighbours' as well as a background seen through would:
+        # a pixel tells something only where some neighbour saw the background there (the object
+        # had moved away) or something passed over it (its colour changed by a fair part of the
+        # object/background contrast)
+        # (for the pass-level see-through test: a change above the noise at all)
+        informative = moved = np.ones((h, w), np.float32)
+        if self.change_gate > 0 and plate.valid is not None and plate.change is not None:
+            k = self.change_gate * max(self._contrast or 0.0, 1e-3)
+            seen = (plate.valid >= 1).astype(np.float32)
+            informative = np.maximum(seen, np.clip(plate.change / k, 0.0, 1.0))
+            moved = np.maximum(seen, np.clip((plate.change - 3 * sigma) / (3 * sigma), 0.0, 1.0))
         # see-through test on the neighbours' least object-like samples
         rc = max(1, int(0.012 * max(h, w)))
         deep = cv2.erode(mask.astype(np.uint8), np.ones((2 * rc + 1, 2 * rc + 1), np.uint8)) > 0
@@ -328,7 +343,8 @@ class VideoMatter(Matter):
                 hi = _highpass(lin)[deep]
                 hb = _highpass(np.nan_to_num(nb))[deep]
                 den_s = float(np.sqrt((hi * hi).sum() * (hb * hb).sum()))
-                score = float((hi * hb).sum()) / den_s if den_s > 1e-12 else 0.0
+                # uninformative pixels count as not seen through
+                score = float((moved[deep] * hi * hb).sum()) / den_s if den_s > 1e-12 else 0.0
                 self._seethrough = score if self._seethrough is None else 0.7 * self._seethrough + 0.3 * score
         soft = self._seethrough is not None and self._seethrough > self.soft_threshold
         dbg.update(seethrough=self._seethrough, soft=soft, layer_alpha=a)
@@ -347,13 +363,14 @@ class VideoMatter(Matter):
                 vi, vb = _box(hi * hi, rl), _box(hb * hb, rl)
                 corr = cov / np.sqrt((vi + (2 * sigma) ** 2) * (vb + (2 * sigma) ** 2))
                 local = np.maximum(local, np.clip(2.0 * corr - 0.6, 0.0, 1.0))
+            local_u = local * informative
             # evidence for the layer (well above the least object-like sample) is sound either way
             raise_ = np.clip((a - self.raise_from) / 0.4, 0.0, 1.0) if self.raise_from < 1 else 0.0
-            c = np.where(mask, np.maximum(local, raise_) * c, c)
+            c = np.where(mask, np.maximum(local_u, raise_) * c, c)
             if self.sure_local > 0:
                 # sure foreground where the background's texture clearly shows through is not
                 # sure: the least object-like sample decides there too
-                seen_through = near & (conf >= HARD) & (prior > 0.5) & (local >= self.sure_local)
+                seen_through = near & (conf >= HARD) & (prior > 0.5) & (local_u >= self.sure_local)
                 prior[seen_through] = a[seen_through]
                 conf[seen_through] = self.soft_weight * np.maximum(trust[seen_through], 0.1)
         sel = unknown
