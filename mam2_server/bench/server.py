@@ -164,7 +164,7 @@ def _overhead(server: _Server, w: int, h: int, n: int, tmp: Path) -> dict[str, f
         prop = time.perf_counter() - start
         assert len(result.alphas) == n
         times = []
-        for _ in range(5):  # a cached alpha back: lean EXR read + protocol + transport
+        for _ in range(5):  # a cached alpha back: EXR read + protocol + transport
             start = time.perf_counter()
             c.get_alpha(shot, [2])
             times.append(time.perf_counter() - start)

@@ -128,8 +128,13 @@ def read_info(path: str | Path, *, channels: Channels = None) -> ImageInfo:
 # ----------------------------------------------------------------------------- writing
 
 def _as_hwc(pixels: np.ndarray) -> np.ndarray:
-    """(H, W) or (H, W, C) -> contiguous float32 (H, W, C); OIIO garbles 2-D arrays for 1-channel specs."""
-    arr = np.asarray(pixels, dtype=np.float32)
+    """(H, W) or (H, W, C) -> contiguous (H, W, C) float16/float32; OIIO garbles 2-D arrays for 1-channel specs.
+
+    float16 stays float16: converting a half plate to float32 and back costs a copy per frame.
+    """
+    arr = np.asarray(pixels)
+    if arr.dtype not in (np.float16, np.float32):
+        arr = arr.astype(np.float32)
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[2] < 1:
