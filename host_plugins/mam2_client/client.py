@@ -173,6 +173,8 @@ class Client:
                 if not self._socket.poll(int(timeout * 1000)):
                     log.warning("mam2: no reply to %s from %s in %.1f s (try %d/%d)", op, self.address,
                                 timeout, attempt, tries)
+                    if on_message is not None:  # a streaming job we stop waiting for must not run on;
+                        self._stop_quietly(rid, wait=1.0)  # one short try: the server may well be dead
                     self._reset()  # Lazy Pirate: a fresh socket drops queued requests and stale replies
                     break
                 frames = self._socket.recv_multipart(copy=False)
@@ -196,9 +198,9 @@ class Client:
                         raise
         raise self._unavailable(op, tries, timeout)
 
-    def _stop_quietly(self, rid: str) -> None:
+    def _stop_quietly(self, rid: str, wait: float | None = None) -> None:
         try:
-            self.cancel(rid)
+            self.cancel(rid, wait=wait)
         except MAM2Error:
             pass
 
@@ -319,14 +321,19 @@ class Client:
             missing.extend(reply["missing"])
         return found, missing
 
-    def cancel(self, request_id: str | None = None, *, shot: str | None = None) -> list[str]:
-        """Stop propagations (by request id or shot). Thread-safe: uses its own socket."""
+    def cancel(self, request_id: str | None = None, *, shot: str | None = None,
+               wait: float | None = None) -> list[str]:
+        """Stop propagations (by request id or shot). Thread-safe: uses its own socket.
+
+        wait: seconds for a single try (default: this client's timeout and retries).
+        """
         fields: dict[str, Any] = {}
         if request_id is not None:
             fields["target"] = request_id
         if shot is not None:
             fields["shot"] = shot
-        side = Client(self.address, timeout=self.timeout, retries=self.retries, context=self._context)
+        side = Client(self.address, timeout=self.timeout if wait is None else wait,
+                      retries=self.retries if wait is None else 1, context=self._context)
         side._curve = self._curve
         try:
             return side.request(wire.OP_CANCEL, fields)[0]["cancelled"]

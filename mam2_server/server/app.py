@@ -139,10 +139,12 @@ class Server:
         self.handlers.cancel_all()
         for q in self._queues.values():
             q.put(None)
+        stuck = []
         for thread in self._threads:
             thread.join(timeout=10)
             if thread.is_alive():
                 log.warning("%s still busy after 10 s; exiting anyway", thread.name)
+                stuck.append(thread)
         while True:  # flush the last replies (e.g. the cancelled propagate's final reply)
             try:
                 router.send_multipart(pull.recv_multipart(zmq.NOBLOCK, copy=False), copy=False)
@@ -152,7 +154,8 @@ class Server:
         router.close(linger=1000)
         if self._curve is not None:
             self._curve.stop()
-        self.context.term()
+        if not stuck:  # term() waits for every socket, including a stuck worker's: skip it then
+            self.context.term()
         log.info("mam2 server stopped")
 
     # -- I/O thread ------------------------------------------------------------------------

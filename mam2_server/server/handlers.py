@@ -143,8 +143,14 @@ class Handlers:
                 path = shot.disk.put_frame(ref.frame, image.digest, image.pixels, None)
                 if image.sanitised:
                     sanitised.append(ref.frame)
-            with shot.lock:
+            with shot.lock:  # re-checked here: a propagate may have started while the file was written
+                current = shot.frames.get(ref.frame)
+                if shot.busy and current is not None and current[1] != path:
+                    path.unlink(missing_ok=True)
+                    raise ProtocolError(P.E_BUSY, f"shot {shot.id!r} started propagating: frame {ref.frame} "
+                                                  "was not replaced")
                 shot.frames[ref.frame] = (path.name.split(".")[1], path)
+                shot.disk.remove_other_versions(ref.frame, keep=path)
             received.append(ref.frame)
         return P.PutFramesReply(shot=shot.id, received=received, sanitised=sanitised)
 

@@ -61,6 +61,10 @@ def _check_info(info, name: str, width: int, height: int) -> None:
     if (info.full_width, info.full_height) != (width, height):
         raise ProtocolError(P.E_BAD_FRAME, f"{name}: display window is {info.full_width}x{info.full_height}, "
                                            f"the shot is {width}x{height}")
+    # Overscan is normal, but a huge data window in a small file would exhaust memory when decoded.
+    if max(info.width, info.height) > P.MAX_SIDE or info.width * info.height > 4 * width * height:
+        raise ProtocolError(P.E_BAD_FRAME, f"{name}: data window {info.width}x{info.height} is far larger than "
+                                           f"the {width}x{height} frame")
     colour = {c.split(".")[-1] for c in info.channels}
     if not ({"R", "G", "B"} <= colour or "Y" in colour):
         raise ProtocolError(P.E_BAD_FRAME, f"{name}: a plate needs R,G,B (or Y) channels, found {info.channels}")

@@ -34,19 +34,24 @@ def _prompt_digest(prompt: Prompt) -> bytes:
 
 
 class ShotSource:
-    """FrameSource over a shot's stored frames (decoded on demand, a few kept in memory)."""
+    """FrameSource over a snapshot of a shot's stored frames (decoded on demand, a few kept in memory).
 
-    def __init__(self, shot: "Shot", frames: Sequence[int]) -> None:
+    The snapshot ({frame: (digest, file)}) is taken when the job starts, so frames replaced
+    by a later put_frames never mix into a running propagate or its cache keys.
+    """
+
+    def __init__(self, shot: "Shot", frames: Sequence[int], stored: Mapping[int, tuple[str, Path]]) -> None:
         self.shot = shot
         self.frames = list(frames)
+        self.stored = dict(stored)
         self.width = shot.width
         self.height = shot.height
 
     def linear(self, frame: int) -> np.ndarray:
-        return self.shot.linear(frame)
+        return self.shot.linear(frame, self.stored[frame])
 
     def display(self, frame: int) -> np.ndarray:
-        return self.shot.display(frame)
+        return self.shot.display(frame, self.stored[frame])
 
 
 class Shot:
@@ -73,8 +78,9 @@ class Shot:
         return list(range(self.first, self.last + 1))
 
     def nbytes(self) -> int:
-        masks = sum(p.mask.nbytes for p in self.prompts.values() if p.mask is not None)
-        return masks + sum(a.nbytes for a in self._cache.values())
+        with self.lock:  # the compute thread changes the cache while status/eviction read it
+            masks = sum(p.mask.nbytes for p in self.prompts.values() if p.mask is not None)
+            return masks + sum(a.nbytes for a in self._cache.values())
 
     def drop_cache(self) -> None:
         with self.lock:
@@ -130,20 +136,23 @@ class Shot:
                 raise ProtocolError(wire.E_BAD_SHOT, str(exc)) from None
         return self._colour
 
-    def linear(self, frame: int) -> np.ndarray:
+    def linear(self, frame: int, stored: tuple[str, Path]) -> np.ndarray:
         """A copy (callers may modify it), as `mam2_server.io` sources hand out."""
-        return self._linear(frame).copy()
+        return self._linear(frame, stored).copy()
 
-    def _linear(self, frame: int) -> np.ndarray:
-        digest, path = self.frames[frame]
+    def _linear(self, frame: int, stored: tuple[str, Path]) -> np.ndarray:
+        digest, path = stored
         return self._cached((frame, "linear:" + digest), lambda: ShotDisk.read_frame(path))
 
-    def display(self, frame: int) -> np.ndarray:
-        digest, _ = self.frames[frame]
-        return self._cached((frame, "display:" + digest), lambda: self.colour.to_display(self._linear(frame))).copy()
+    def display(self, frame: int, stored: tuple[str, Path]) -> np.ndarray:
+        digest, _ = stored
+        return self._cached((frame, "display:" + digest),
+                            lambda: self.colour.to_display(self._linear(frame, stored))).copy()
 
     def source(self, frames: Sequence[int] | None = None) -> ShotSource:
-        return ShotSource(self, sorted(self.frames) if frames is None else frames)
+        with self.lock:
+            stored = dict(self.frames)
+        return ShotSource(self, sorted(stored) if frames is None else frames, stored)
 
     # -- prompts --------------------------------------------------------------------
     def set_prompt(self, frame: int, prompt: Prompt | None, *, chained: bool) -> list[int]:
@@ -240,7 +249,7 @@ class ShotStore:
             disk.create()
             result.save()
         with self._lock:
-            self._shots[shot] = result
+            result = self._shots.setdefault(shot, result)  # one Shot object per id, whoever loaded it first
             self._shots.move_to_end(shot)
         self.enforce_budget(keep=shot)
         return result, resumed
@@ -266,12 +275,13 @@ class ShotStore:
 
     def close(self, shot: str, *, purge: bool) -> None:
         found = self.get(shot)
-        if found.busy:
-            raise ProtocolError(wire.E_BUSY, f"shot {shot!r} is propagating; cancel it first")
-        with self._lock:
-            self._shots.pop(shot, None)
-        if purge:
-            found.disk.purge()
+        with found.lock:  # a job marks the shot busy under this lock before it starts
+            if found.busy:
+                raise ProtocolError(wire.E_BUSY, f"shot {shot!r} is propagating; cancel it first")
+            with self._lock:
+                self._shots.pop(shot, None)
+            if purge:
+                found.disk.purge()
 
     def loaded(self) -> list[Shot]:
         with self._lock:

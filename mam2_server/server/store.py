@@ -36,7 +36,7 @@ MANIFEST_VERSION = 1
 
 def check_shot_id(shot: str) -> str:
     """The shot id if it is safe as a directory name, else ProtocolError(bad_shot)."""
-    if not isinstance(shot, str) or not _SHOT_RE.match(shot) or ".." in shot:
+    if not isinstance(shot, str) or not _SHOT_RE.fullmatch(shot) or ".." in shot:
         raise ProtocolError(wire.E_BAD_SHOT, f"shot id {shot!r:.80} is not allowed: use 1-128 of A-Z a-z 0-9 _ . - "
                                              "starting with a letter or digit, without '..'")
     return shot
@@ -86,7 +86,8 @@ class ShotDisk:
                   exr_bytes: bytes | memoryview | None = None, check=None) -> Path:
         """Store one frame (pixels spilled as EXR, EXR bytes as received, or a pointer to a shared file).
 
-        `check(path)` validates the written file before older versions are removed (it deletes it on failure).
+        `check(path)` validates the written file (it is deleted on failure). Older versions of the
+        frame stay until the caller calls `remove_other_versions`.
         """
         if shared_path is not None:
             path = self.frames_dir / f"{frame}.{digest}.path"
@@ -104,10 +105,13 @@ class ShotDisk:
             except BaseException:
                 path.unlink(missing_ok=True)
                 raise
-        for old in self.frames_dir.glob(f"{frame}.*"):
-            if old != path and _FRAME_FILE.match(old.name):
-                old.unlink(missing_ok=True)
         return path
+
+    def remove_other_versions(self, frame: int, keep: Path) -> None:
+        """Delete the files of `frame` other than `keep` (older uploads of it)."""
+        for old in self.frames_dir.glob(f"{frame}.*"):
+            if old != keep and _FRAME_FILE.match(old.name):
+                old.unlink(missing_ok=True)
 
     @staticmethod
     def read_frame(path: Path) -> np.ndarray:
