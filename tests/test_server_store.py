@@ -37,3 +37,16 @@ def test_a_huge_data_window_behind_a_small_frame_is_refused():
     ok = ImageInfo(x=-8, y=-8, width=80, height=64, full_x=0, full_y=0, full_width=64, full_height=48,
                    channels=("R", "G", "B"))
     _check_info(ok, "plate.exr", 64, 48)  # ordinary overscan
+
+
+def test_an_exr_mask_with_a_huge_data_window_is_refused_before_decoding():
+    from mam2_server import protocol as P
+    from mam2_server.io.image import encode_image
+    from mam2_server.server.pixels import decode_pixels
+
+    info = ImageInfo(x=0, y=0, width=400, height=300, full_x=0, full_y=0, full_width=64, full_height=48,
+                     channels=("A",))
+    data = encode_image(np.zeros((300, 400, 1), np.float32), channels=("A",), info=info)
+    ref = P.Pixels(encoding=P.ENC_EXR, buffer=1)
+    with pytest.raises(ProtocolError, match="exceeds"):
+        decode_pixels(ref, [data], width=64, height=48, channels=(1,))

@@ -257,8 +257,13 @@ def encode_image(pixels: np.ndarray, *, channels: Sequence[str], info: ImageInfo
             os.unlink(tmp)
 
 
-def decode_image(data: bytes, *, suffix: str = ".exr", channels: Channels = None) -> Image:
-    """Inverse of `encode_image`: an Image from a file's bytes; bad bytes -> ImageIOError."""
+def decode_image(data: bytes, *, suffix: str = ".exr", channels: Channels = None,
+                 max_pixels: int | None = None) -> Image:
+    """Inverse of `encode_image`: an Image from a file's bytes; bad bytes -> ImageIOError.
+
+    max_pixels: refuse (from the header, before decoding) a data window of more pixels; a
+    small compressed file can declare a huge one, so servers pass a bound.
+    """
     label = f"<{len(data)} bytes of {suffix}>"
     if not data:
         raise ImageIOError(f"{label}: empty data")
@@ -267,6 +272,10 @@ def decode_image(data: bytes, *, suffix: str = ".exr", channels: Channels = None
         view = memoryview(data)
         while view:  # os.write may write less than asked for
             view = view[os.write(fd, view):]
+        if max_pixels is not None:
+            info = _read(source, channels, label, header_only=True)
+            if info.width * info.height > max_pixels:
+                raise ImageIOError(f"{label}: data window {info.width}x{info.height} exceeds {max_pixels} pixels")
         result = _read(source, channels, label, header_only=False)
     except ImageIOError as exc:
         raise ImageIOError(str(exc).replace(f'"{source}"', "it").replace(source, "it")) from None

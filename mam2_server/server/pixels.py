@@ -28,9 +28,9 @@ def _display_window(image: Image) -> np.ndarray:
     return image.pixels if image.info.data_is_display else to_display_window(image)
 
 
-def _exr_pixels(data: bytes | memoryview) -> np.ndarray:
-    try:
-        image = decode_image(bytes(data), suffix=".exr")
+def _exr_pixels(data: bytes | memoryview, width: int, height: int) -> np.ndarray:
+    try:  # overscan is normal, a data window far beyond the frame would exhaust memory
+        image = decode_image(bytes(data), suffix=".exr", max_pixels=4 * width * height)
     except Exception as exc:  # noqa: BLE001 - OIIO reports garbage in many ways
         raise ProtocolError(P.E_BAD_FRAME, f"EXR buffer could not be decoded: {exc}") from None
     return _display_window(image)
@@ -109,7 +109,7 @@ def decode_pixels(ref: P.Pixels, buffers: Sequence[P.Buffer], *, width: int, hei
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]
     elif ref.encoding == P.ENC_EXR:
-        pixels = _exr_pixels(buffers[ref.buffer - 1])
+        pixels = _exr_pixels(buffers[ref.buffer - 1], width, height)
     else:
         pixels = read_path(ref.path, allowed_roots=allowed_roots)
     if pixels.ndim == 2:
