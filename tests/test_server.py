@@ -39,6 +39,16 @@ def _upload(client, shot, frames, first=1, encoding="raw"):
     return client.put_frames(shot, {first + i: f for i, f in enumerate(frames)}, encoding=encoding)
 
 
+def _propagate_in_background(client, shot, frames):
+    """Upload `frames`, prompt frame 1 and start propagating in a thread; returns (thread, result dict)."""
+    _upload(client, shot, frames)
+    client.add_prompt(shot, 1, box=BOX)
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(r=client.propagate(shot)))
+    worker.start()
+    return worker, result
+
+
 def test_end_to_end_alphas_equal_direct_engine(client):
     frames = clip(6)
     assert _upload(client, "e2e", frames) == [1, 2, 3, 4, 5, 6]
@@ -111,11 +121,7 @@ def test_cancel_mid_propagate_and_status_answers_meanwhile(tmp_path):
     try:
         server.wait_ready()
         with server.client() as c:
-            _upload(c, "slow", clip(20))
-            c.add_prompt("slow", 1, box=BOX)
-            result = {}
-            worker = threading.Thread(target=lambda: result.update(r=c.propagate("slow")))
-            worker.start()
+            worker, result = _propagate_in_background(c, "slow", clip(20))
             time.sleep(2.0)
             with server.client() as other:
                 t0 = time.monotonic()
@@ -374,11 +380,7 @@ def test_sigterm_mid_propagate_ends_the_job_cleanly(tmp_path):
     try:
         server.wait_ready()
         with server.client() as c:
-            _upload(c, "term", clip(20))
-            c.add_prompt("term", 1, box=BOX)
-            result = {}
-            worker = threading.Thread(target=lambda: result.update(r=c.propagate("term")))
-            worker.start()
+            worker, result = _propagate_in_background(c, "term", clip(20))
             time.sleep(1.0)
             server.proc.send_signal(signal.SIGTERM)
             worker.join(15)
@@ -394,11 +396,7 @@ def test_edits_during_a_propagate_never_mix_prompts_and_cache(tmp_path):
         server.wait_ready()
         with server.client() as c, server.client() as other:
             frames = clip(8, seed=8)
-            _upload(c, "edit", frames)
-            c.add_prompt("edit", 1, box=BOX)
-            result = {}
-            worker = threading.Thread(target=lambda: result.update(r=c.propagate("edit")))
-            worker.start()
+            worker, result = _propagate_in_background(c, "edit", frames)
             time.sleep(0.6)
             new_box = (20, 12, 44, 36)
             assert other.add_prompt("edit", 1, box=new_box)["affected"] == list(range(1, 9))
