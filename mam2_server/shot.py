@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Sequence
+from typing import Collection, Sequence
 
 from tqdm import tqdm
 
@@ -27,8 +27,7 @@ class MatteReport:
 
 
 def matte_shot(source: SequenceSource, prompts: Sequence[Prompt], engine: Engine, output: str, *,
-               only: Collection[int] | None = None, progress: bool = True,
-               on_frame: Callable[[int], None] | None = None) -> MatteReport:
+               only: Collection[int] | None = None, progress: bool = True) -> MatteReport:
     """Run `engine` over `source` and write one alpha per frame to the `output` pattern.
 
     Each alpha is written atomically as soon as it is finished, with the plate's
@@ -45,8 +44,6 @@ def matte_shot(source: SequenceSource, prompts: Sequence[Prompt], engine: Engine
             write_alpha_frame(pattern, result.frame, result.alpha, like=source.info(result.frame))
             report.written.append(result.frame)
             bar.update(1)
-            if on_frame is not None:
-                on_frame(result.frame)
     report.seconds = time.perf_counter() - start
     log.info("wrote %d alpha frames to %s in %.1f s", len(report.written), output, report.seconds)
     return report

@@ -26,8 +26,7 @@ class ClassicEngine(StagedEngine):
     chained = False
 
     def __init__(self, **matter_options) -> None:
-        trimapper, _ = trimap_and_matte_stages()
-        super().__init__(segmenter=FlowTracker(), trimapper=trimapper, matter=VideoMatter(**matter_options))
+        super().__init__(segmenter=FlowTracker(), trimapper=AdaptiveTrimapper(), matter=VideoMatter(**matter_options))
 
 
 def build(config: EngineConfig) -> ClassicEngine:
