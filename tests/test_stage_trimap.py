@@ -77,3 +77,21 @@ def test_colour_gate_opens_see_through_interior():
     prob[25:40, 40:56] = 0.3  # background colours inside the mask
     tri = t.process(images(), Segmentation(square_mask(), {"colour_prob": prob}))
     assert tri[32, 48] == 0.5 and tri[20, 35] == 1.0
+
+
+def test_colour_gate_is_lenient_for_a_distinct_object_and_strict_for_an_ambiguous_one():
+    """A patch of middling object probability stays sure foreground inside an object whose colours
+    are mostly clear (its own shading), and is opened up inside one that is mostly ambiguous."""
+    t = AdaptiveTrimapper()
+    t.begin_pass(None, Pass(1, FORWARD, (1,)), Prompt(frame=1, box=(1, 1, 5, 5)))
+    prob = np.ones((H, W), np.float32)
+    prob[28:36, 44:52] = 0.6
+    tri = t.process(images(), Segmentation(square_mask(), {"colour_prob": prob}))
+    assert tri[32, 48] == 1.0
+
+    t.begin_pass(None, Pass(1, FORWARD, (1,)), Prompt(frame=1, box=(1, 1, 5, 5)))
+    murky = np.where(square_mask() > 0, 0.6, 0.0).astype(np.float32)
+    murky[28:36, 44:52] = 0.6
+    murky[14:20, 30:66] = 1.0  # a clearly object-coloured strip keeps some sure foreground
+    tri = t.process(images(), Segmentation(square_mask(), {"colour_prob": murky}))
+    assert tri[32, 48] == 0.5 and tri[16, 48] == 1.0

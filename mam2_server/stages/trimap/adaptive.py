@@ -8,6 +8,11 @@ Width per pixel (proxy resolution) grows with
 * edge complexity: a ragged mask boundary (hair, foliage) has many edge pixels per area;
 
 and shrinks where the image has a strong edge exactly on the mask edge (hard edge).
+Inside the mask, pixels whose colour is not clearly the object's are left unknown (colour
+gate); how clearly depends on the object: one whose colours the tracker tells well apart from
+the background's (most of the mask clearly object-coloured) keeps its ambiguous pixels as its
+own (shading, a patch coloured like the background) unless they look like background; one
+that is mostly ambiguous (see-through, sparse, thin) gets a strict gate.
 The width map is blended with the previous frame's (warped by the flow) so the band
 does not flicker; the state is reset at every pass.
 """
@@ -36,8 +41,12 @@ def signed_distance(mask: np.ndarray) -> np.ndarray:
 
 class AdaptiveTrimapper(Trimapper):
     def __init__(self, proxy_long_side: int = 480, min_frac: float = 0.006, max_frac: float = 0.045,
-                 temporal: float = 0.6, colour_gate: float | None = 0.95) -> None:
+                 temporal: float = 0.6, colour_gate: float | None = 0.99, distinct_gate: float = 0.5,
+                 distinct_below: float = 0.35) -> None:
         self.colour_gate = colour_gate
+        self.distinct_gate = distinct_gate
+        self.distinct_below = distinct_below
+        self._ambiguous: float | None = None
         self.proxy_long_side = proxy_long_side
         self.min_frac = min_frac
         self.max_frac = max_frac
@@ -46,6 +55,16 @@ class AdaptiveTrimapper(Trimapper):
 
     def begin_pass(self, source: FrameSource, plan: Pass, prompt: Prompt) -> None:
         self._prev_width = None
+        self._ambiguous = None
+
+    def gate(self, prob: np.ndarray, mask: np.ndarray) -> float:
+        """Colour-probability threshold for sure foreground, decided over the pass (smoothed, so
+        the trimap does not switch modes from frame to frame)."""
+        if mask.any():
+            share = float((prob[mask] < 0.8).mean())  # mask pixels of ambiguous colour
+            self._ambiguous = share if self._ambiguous is None else 0.7 * self._ambiguous + 0.3 * share
+        distinct = self._ambiguous is not None and self._ambiguous < self.distinct_below
+        return min(self.distinct_gate, self.colour_gate) if distinct else self.colour_gate
 
     def uncertainty(self, images: FrameImages, seg: Segmentation, shape) -> np.ndarray:
         mask = resize(seg.mask, shape) > 0.5
@@ -107,8 +126,9 @@ class AdaptiveTrimapper(Trimapper):
             # foreground: see-through interiors (glass, smoke) and background caught inside
             # a ragged mask (foliage) are left to the matting solve
             p = cv2.GaussianBlur(prob.astype(np.float32), (3, 3), 0)
+            gate = self.gate(p, resize(seg.mask, p.shape) > 0.5)
             p = resize(p, full)
-            tri[(tri == 1.0) & (p < self.colour_gate)] = 0.5
+            tri[(tri == 1.0) & (p < gate)] = 0.5
         return tri
 
 
