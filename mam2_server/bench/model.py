@@ -4,9 +4,15 @@ Random weights (nothing is downloaded). Parameter counts are printed for every r
 config (built, never run) next to the paper's 256.83 M total; timings run the chosen
 config at each --sizes model input size with a full memory bank (1 conditioning
 frame, 6 mask memories, 15 object pointers), the matter on a square frame of the same
-size. Measured, never asserted.
+size. Measured, never asserted. --autocast and --compile apply on CUDA only (CPU runs
+eager float32); with --compile the first (warm-up) round includes compilation, and each
+size compiles anew. On CUDA the peak allocated memory per size is reported too.
 
     mam2 bench model --config tiny --sizes 512,1024 --frames 3 --device cpu
+    python -m mam2_server.bench.model --config hiera_l --sizes 1024 --autocast bfloat16 --compile
+
+(`python -m mam2_server.bench.model` needs only torch + sam2, not the I/O and server
+dependencies that the `mam2` command imports.)
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import statistics
+import sys
 import time
 
 PAPER_TOTAL_M = 256.83
@@ -26,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default="512,1024", help="comma-separated model input sizes (px)")
     parser.add_argument("--frames", type=int, default=3, help="timed repetitions per stage (median reported)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available)")
+    parser.add_argument("--autocast", choices=("none", "bfloat16", "float16"), default="none",
+                        help="autocast dtype on CUDA (default: none, float32)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the image encoder and matter (CUDA)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no-counts", action="store_true", help="skip the parameter table of all configs")
     parser.add_argument("--json", dest="json_out", default=None, help="write all numbers to this JSON file")
@@ -37,7 +47,8 @@ def parameter_table() -> dict[str, dict[str, int]]:
     return {name: build_mam2(name, device="cpu").part_parameters() for name in COUNT_CONFIGS}
 
 
-def time_stages(config_name: str, size: int, frames: int, device) -> dict[str, float]:
+def time_stages(config_name: str, size: int, frames: int, device, *, autocast: str | None = None,
+                compile: bool = False) -> dict[str, float]:
     import numpy as np
     import torch
 
@@ -46,7 +57,8 @@ def time_stages(config_name: str, size: int, frames: int, device) -> dict[str, f
     from mam2_server.model.tracker import StreamingTracker
     from mam2_server.prompts import Prompt
 
-    model = build_mam2(preset(config_name, image_size=size), device=device, seed=0)
+    config = preset(config_name, image_size=size, autocast=autocast, compile=compile)
+    model = build_mam2(config, device=device, seed=0)
     sam = model.sam
     tracker = StreamingTracker(model, run_matter=False)
     rng = np.random.default_rng(0)
@@ -102,7 +114,11 @@ def run(args: argparse.Namespace) -> int:
     if any(s % 16 or s < 64 for s in sizes):
         raise SystemExit("--sizes: model input sizes are multiples of 16, at least 64")
     device = resolve_device(args.device)
-    report: dict = {"device": str(device), "threads": torch.get_num_threads(), "config": args.config}
+    autocast = None if args.autocast == "none" else args.autocast
+    report: dict = {"device": str(device), "threads": torch.get_num_threads(), "config": args.config,
+                    "autocast": autocast, "compile": args.compile, "torch": torch.__version__}
+    if device.type == "cuda":
+        report["gpu"] = torch.cuda.get_device_name(device)
     if not args.no_counts:
         table = parameter_table()
         report["parameters"] = table
@@ -111,15 +127,34 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'config':10s}" + "".join(f"{c:>15s}" for c in cols))
         for name, counts in table.items():
             print(f"{name:10s}" + "".join(f"{counts[c] / 1e6:15.3f}" for c in cols))
-    report["ms_per_frame"] = {}
-    print(f"\nms per frame per stage: config {args.config}, device {device}, "
-          f"{torch.get_num_threads()} threads, median of {args.frames}")
-    print(f"{'size':>6s}" + "".join(f"{s:>18s}" for s in STAGES) + f"{'total':>10s}")
+    report["ms_per_frame"], report["peak_mib"], report["wall_s"] = {}, {}, {}
+    print(f"\nms per frame per stage: config {args.config}, device {device}, autocast {autocast or 'none'}, "
+          f"compile {args.compile}, {torch.get_num_threads()} threads, median of {args.frames}")
+    print(f"{'size':>6s}" + "".join(f"{s:>18s}" for s in STAGES) + f"{'total':>10s}{'peak MiB':>10s}{'wall s':>8s}")
     for size in sizes:
-        ms = time_stages(args.config, size, args.frames, device)
-        report["ms_per_frame"][str(size)] = ms
-        print(f"{size:6d}" + "".join(f"{ms[s]:18.1f}" for s in STAGES) + f"{sum(ms.values()):10.1f}")
-    if args.json_out:
-        with open(args.json_out, "w") as fh:
-            json.dump(report, fh, indent=2)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        t0 = time.perf_counter()
+        ms = time_stages(args.config, size, args.frames, device, autocast=autocast, compile=args.compile)
+        wall = time.perf_counter() - t0  # build + warm-up (compilation) + timed rounds
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+        report["ms_per_frame"][str(size)], report["peak_mib"][str(size)] = ms, peak
+        report["wall_s"][str(size)] = wall
+        print(f"{size:6d}" + "".join(f"{ms[s]:18.1f}" for s in STAGES) + f"{sum(ms.values()):10.1f}"
+              f"{'-' if peak is None else f'{peak:.0f}':>10s}{wall:8.1f}", flush=True)
+        if args.json_out:  # after every size, so a run cut short still leaves what it measured
+            with open(args.json_out, "w") as fh:
+                json.dump(report, fh, indent=2)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mam2_server.bench.model", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
