@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from mam2_server.engines import create_engine
 from mam2_server.prompts import Prompt

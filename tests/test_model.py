@@ -1,5 +1,4 @@
 """MAM2 network parts on the tiny random-weight config (CPU, seconds)."""
-import numpy as np
 import pytest
 import torch
 

@@ -9,7 +9,8 @@ from mam2_server.stages.matte.cleanplate import CleanPlateEstimator
 from mam2_server.stages.matte.closed_form import ClosedFormMatter, solve_alpha
 from mam2_server.stages.matte.foreground import estimate_foreground, premultiplied_rgba
 from mam2_server.stages.matte.guided import guided_filter, guided_upsample
-from mam2_server.stages.matte.video import HARD, VideoMatter, solve_with_priors
+from mam2_server.stages.matte.priors import HARD, solve_with_priors
+from mam2_server.stages.matte.video import VideoMatter
 from mam2_server.stages.trimap.band import band_trimap
 
 W, H = 96, 64

@@ -38,67 +38,15 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import scipy.sparse
 
 from mam2_server.engines.plan import Pass
 from mam2_server.prompts import Prompt
 from mam2_server.stages.base import FrameImages, FrameSource, Matter, Segmentation
 from mam2_server.stages.matte.cleanplate import CleanPlateEstimator, Plate
 from mam2_server.stages.matte.guided import guided_upsample
-from mam2_server.stages.segment.common import bbox, proxy_shape, resize
-
-HARD = 100.0
-
-
-def solve_with_priors(image: np.ndarray, prior: np.ndarray, conf: np.ndarray) -> np.ndarray:
-    """argmin a^T L a + sum c (a - p)^2 with pixels of c >= HARD fixed to p. image: display RGB."""
-    from pymatting import cf_laplacian, cg, ichol
-
-    hard = conf >= HARD
-    free = ~hard
-    out = np.where(hard, prior, 0.0).astype(np.float64)
-    if not free.any():
-        return out.astype(np.float32)
-    h, w = prior.shape
-    box = bbox(free)
-    x0, y0, x1, y1 = box
-    m = 3
-    x0, y0, x1, y1 = max(0, x0 - m), max(0, y0 - m), min(w, x1 + m), min(h, y1 + m)
-    img = np.clip(image[y0:y1, x0:x1], 0, 1).astype(np.float64)
-    P = prior[y0:y1, x0:x1].astype(np.float64).ravel()
-    C = conf[y0:y1, x0:x1].astype(np.float64).ravel()
-    F = free[y0:y1, x0:x1].ravel()
-    known = ~F
-    if img.shape[0] < 3 or img.shape[1] < 3:
-        out[y0:y1, x0:x1] = np.where(F.reshape(img.shape[:2]), P.reshape(img.shape[:2]), out[y0:y1, x0:x1])
-        return out.astype(np.float32)
-    L = cf_laplacian(img, is_known=known.reshape(img.shape[:2]) & (C.reshape(img.shape[:2]) >= HARD))
-    L = L.tocsr()
-    Lff = L[F][:, F]
-    Lfk = L[F][:, known]
-    cf = np.where(C[F] >= HARD, 0.0, C[F])
-    # a weak pull towards the prior keeps regions cut off from every constraint well-posed
-    cf = np.maximum(cf, 1e-4)
-    A = (Lff + scipy.sparse.diags(cf)).tocsr()
-    b = cf * P[F] - Lfk @ P[known]
-    x = None
-    try:
-        with np.errstate(all="ignore"):
-            x = cg(A, b, M=ichol(A.tocsc()), rtol=1e-6, maxiter=1000)
-    except Exception:
-        x = None
-    if x is None or not np.isfinite(x).all():
-        from scipy.sparse import linalg as spla
-        try:
-            x = spla.spsolve(A.tocsc(), b)
-        except Exception:  # pragma: no cover - keep the priors
-            x = P[F]
-        if not np.isfinite(x).all():
-            x = P[F]
-    sub = P.copy()
-    sub[F] = x
-    out[y0:y1, x0:x1] = sub.reshape(img.shape[:2])
-    return np.clip(out, 0, 1).astype(np.float32)
+from mam2_server.stages.matte.priors import HARD, solve_with_priors
+from mam2_server.stages.matte.seethrough import box_mean, highpass, seethrough_alpha
+from mam2_server.stages.segment.common import proxy_shape, resize
 
 
 def _object_velocity(seg: Segmentation, frame: int, shape, mask: np.ndarray):
@@ -113,57 +61,6 @@ def _object_velocity(seg: Segmentation, frame: int, shape, mask: np.ndarray):
     # flow maps to frame `to` (position there = x + rel): per-frame motion is rel / (to - frame)
     v = rel / float(to - frame)
     return float(v[0]), float(v[1])
-
-
-def _box(x: np.ndarray, r: int) -> np.ndarray:
-    return cv2.boxFilter(x, -1, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
-
-
-def seethrough_alpha(lin: np.ndarray, bg: np.ndarray, sigma: float, r: int = 3):
-    """Alpha of a see-through layer over a known background, two ways (scene-linear in).
-
-    * texture regression: in a small window, with alpha and F locally constant,
-      I = (1 - alpha) B + alpha F is linear in B: the slope is 1 - alpha. Needs texture in B;
-      confidence grows with the window's background variance over the noise;
-    * projection: alpha = <I - B, F - B> / |F - B|^2 with F = (mean I - (1 - alpha) mean B) / alpha
-      from the regression, spread into flat areas by normalised convolution.
-
-    Returns (alpha_t, conf_t, alpha_p, conf_p), all (h, w) float32.
-    """
-    I = lin.astype(np.float32)
-    B = bg.astype(np.float32)
-    mI, mB = _box(I, r), _box(B, r)
-    cov = (_box(I * B, r) - mI * mB).sum(axis=2)
-    var = (_box(B * B, r) - mB * mB).sum(axis=2)
-    slope = cov / (var + 1e-8)
-    a_t = np.clip(1.0 - slope, 0.0, 1.0)
-    c_t = (var / (var + (3.0 * sigma) ** 2)).astype(np.float32)
-    # object colour where the regression is trustworthy and the layer not too thin
-    Fw = c_t * np.clip(a_t - 0.1, 0, 1) ** 2
-    F_pix = (mI - (1.0 - a_t)[..., None] * mB) / np.maximum(a_t, 0.1)[..., None]
-    big = max(3, 4 * r)
-    num = _box(F_pix * Fw[..., None], big)
-    den = _box(Fw, big)
-    for _ in range(3):  # grow the estimate into flat areas
-        missing = den < 1e-4
-        if not missing.any():
-            break
-        num = np.where(missing[..., None], _box(num, big), num)
-        den = np.where(missing, _box(den, big), den)
-    F = num / np.maximum(den, 1e-8)[..., None]
-    FB = F - B
-    nrm = (FB * FB).sum(axis=2)
-    D = I - B
-    a_p = np.clip((D * FB).sum(axis=2) / np.maximum(nrm, (4 * sigma) ** 2), 0, 1)
-    res = np.linalg.norm(D - a_p[..., None] * FB, axis=2)
-    c_p = (den > 1e-4) * np.exp(-(res / (3 * sigma + 1e-6)) ** 2) * (nrm / (nrm + (6 * sigma) ** 2))
-    return a_t.astype(np.float32), c_t, a_p.astype(np.float32), c_p.astype(np.float32)
-
-
-def _highpass(img: np.ndarray) -> np.ndarray:
-    y = img.mean(axis=2) if img.ndim == 3 else img
-    y = y.astype(np.float32)
-    return y - cv2.GaussianBlur(y, (0, 0), 1.0)
 
 
 class VideoMatter(Matter):
@@ -340,8 +237,8 @@ class VideoMatter(Matter):
         if nb is not None:
             deep &= np.isfinite(nb).all(axis=2)
             if deep.sum() > 20:
-                hi = _highpass(lin)[deep]
-                hb = _highpass(np.nan_to_num(nb))[deep]
+                hi = highpass(lin)[deep]
+                hb = highpass(np.nan_to_num(nb))[deep]
                 den_s = float(np.sqrt((hi * hi).sum() * (hb * hb).sum()))
                 # uninformative pixels count as not seen through
                 score = float((moved[deep] * hi * hb).sum()) / den_s if den_s > 1e-12 else 0.0
@@ -357,10 +254,10 @@ class VideoMatter(Matter):
             local = self.opaque_inside * np.ones_like(c)
             if nb is not None:
                 rl = max(2, int(0.012 * max(h, w)))
-                hi = _highpass(lin)
-                hb = _highpass(np.nan_to_num(nb))
-                cov = _box(hi * hb, rl)
-                vi, vb = _box(hi * hi, rl), _box(hb * hb, rl)
+                hi = highpass(lin)
+                hb = highpass(np.nan_to_num(nb))
+                cov = box_mean(hi * hb, rl)
+                vi, vb = box_mean(hi * hi, rl), box_mean(hb * hb, rl)
                 corr = cov / np.sqrt((vi + (2 * sigma) ** 2) * (vb + (2 * sigma) ** 2))
                 local = np.maximum(local, np.clip(2.0 * corr - 0.6, 0.0, 1.0))
             local_u = local * informative
@@ -428,8 +325,8 @@ class VideoMatter(Matter):
             # see-through test: the background's texture shows through a transparent object,
             # so high-pass I correlates with high-pass B inside the object (away from its
             # edges); not through an opaque one
-            hi = _highpass(lin)[deep]
-            hb = _highpass(B)[deep]
+            hi = highpass(lin)[deep]
+            hb = highpass(B)[deep]
             den = float(np.sqrt((hi * hi).sum() * (hb * hb).sum()))
             score = float((hi * hb).sum()) / den if den > 1e-12 else 0.0
             # decided over the pass, not per frame, so the matte does not switch modes (flicker)
