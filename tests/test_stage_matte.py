@@ -227,3 +227,26 @@ def test_video_matter_keeps_a_static_or_slow_textured_opaque_object():
         assert np.abs(ungated - alphas[t - 1]).mean() > ungated_worse * e  # the gate is what keeps it
         inside = alphas[t - 1] > 0.99
         assert out[inside].mean() > 0.97
+
+
+def test_clean_plate_alignment_refines_a_feature_homography_to_sub_pixel():
+    """ECC on the background (object masked out) corrects a homography that is 0.8 px off; a
+    refinement that fits worse is refused."""
+    h, w = 144, 256
+    bg = background(seed=3, w=w + 8, h=h + 8, blur=1.2)
+    true_shift = 1.3
+    M = np.float32([[1, 0, true_shift], [0, 1, 0.0]])
+    cur = bg[4:4 + h, 4:4 + w]
+    nb = cv2.warpAffine(bg, M, (w + 8, h + 8), flags=cv2.INTER_LINEAR)[4:4 + h, 4:4 + w]
+    src = ArraySource([nb, cur], frames=[1, 2])
+    est = CleanPlateEstimator(src, (h, w))
+    c, n = est._get(2, cur), est._get(1, nb)
+    obj = np.zeros((h, w), bool)
+    obj[50:90, 100:150] = True
+    guess = np.array([[1, 0, -true_shift + 0.8], [0, 1, 0], [0, 0, 1]], np.float64)  # maps nb -> cur, 0.8 px off
+    refined = est._refine(c, n, guess, obj)
+    assert abs(refined[0, 2] - (-true_shift)) < 0.15 and abs(refined[1, 2]) < 0.15
+    flat = np.full((h, w, 3), 0.3, np.float32)
+    est_flat = CleanPlateEstimator(ArraySource([flat, flat], frames=[1, 2]), (h, w))
+    same = est_flat._refine(est_flat._get(2, flat), est_flat._get(1, flat), guess, obj)
+    assert np.allclose(same, guess)

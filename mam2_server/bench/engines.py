@@ -5,7 +5,7 @@ that frame, from the synthetic clip's prompt). Per category (kind) and overall i
 MAD, MSE, Grad, dtSSD (paper scales) and seconds per frame for each engine, plus the
 MAD of an all-zero matte (the score of doing nothing). Measured, never asserted.
 
-    mam2 bench engines --engines baseline,classic --frames 8 --size 256x144 --seeds 0,1
+    mam2 bench engines --engines baseline,classic --frames 8 --size 256x144 --seeds 0,1,2,3
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kinds", default=None, help="comma-separated synthetic kinds (default: all)")
     parser.add_argument("--frames", type=int, default=8, help="frames per clip")
     parser.add_argument("--size", default="256x144", help="WxH of the clips")
-    parser.add_argument("--seeds", default="0,1",
+    parser.add_argument("--seeds", default="0,1,2,3",
                         help="comma-separated seeds; even positions use a moving camera, odd a locked one")
     parser.add_argument("--camera", choices=("alternate", "moving", "locked"), default="alternate")
     parser.add_argument("--json", dest="json_out", default=None, help="write all numbers to this JSON file")
