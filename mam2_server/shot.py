@@ -10,8 +10,9 @@ from tqdm import tqdm
 
 from mam2_server.engines import Engine
 from mam2_server.io.sequence import SequencePattern
-from mam2_server.io.source import SequenceSource, write_alpha_frame
+from mam2_server.io.source import SequenceSource, write_alpha_frame, write_rgba_frame
 from mam2_server.prompts import Prompt
+from mam2_server.stages.matte.foreground import premultiplied_rgba
 
 log = logging.getLogger(__name__)
 
@@ -27,21 +28,30 @@ class MatteReport:
 
 
 def matte_shot(source: SequenceSource, prompts: Sequence[Prompt], engine: Engine, output: str, *,
-               only: Collection[int] | None = None, progress: bool = True) -> MatteReport:
+               only: Collection[int] | None = None, progress: bool = True, rgba: str | None = None) -> MatteReport:
     """Run `engine` over `source` and write one alpha per frame to the `output` pattern.
 
     Each alpha is written atomically as soon as it is finished, with the plate's
     data window, display window and metadata, so an interrupted run keeps every
-    frame it completed and never leaves a partial file.
+    frame it completed and never leaves a partial file. With `rgba` (a pattern), each
+    frame is also written as premultiplied RGBA: the foreground's own colour, unmixed from
+    the background (pymatting's estimator, in the plate's scene-linear space) times alpha.
     """
     pattern = SequencePattern(output)
-    pattern.path(source.frames[0]).parent.mkdir(parents=True, exist_ok=True)
+    rgba_pattern = SequencePattern(rgba) if rgba else None
+    for p in (pattern, rgba_pattern):
+        if p is not None:
+            p.path(source.frames[0]).parent.mkdir(parents=True, exist_ok=True)
     total = len(source.frames) if only is None else len(set(only) & set(source.frames))
     report = MatteReport()
     start = time.perf_counter()
     with tqdm(total=total, desc=f"{engine.name}", unit="frame", disable=not progress, leave=False) as bar:
         for result in engine.run(source, prompts, only=only):
-            write_alpha_frame(pattern, result.frame, result.alpha, like=source.info(result.frame))
+            like = source.info(result.frame)
+            write_alpha_frame(pattern, result.frame, result.alpha, like=like)
+            if rgba_pattern is not None:
+                plate = source.linear(result.frame)
+                write_rgba_frame(rgba_pattern, result.frame, premultiplied_rgba(plate, result.alpha), like)
             report.written.append(result.frame)
             bar.update(1)
     report.seconds = time.perf_counter() - start

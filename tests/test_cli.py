@@ -69,6 +69,48 @@ def test_matte_keeps_data_window_and_metadata(tmp_path):
     assert info.metadata.get("mam2:test") == "kept"
 
 
+
+def test_matte_rgba_is_premultiplied_unmixed_foreground_with_the_plates_windows(tmp_path):
+    """--rgba: premultiplied RGBA in the plate's units, windows and metadata; A equals the alpha
+    file; in the soft edge the colour is unmixed from the background (the estimator's accuracy
+    with a known alpha is tested in test_stage_matte)."""
+    from mam2_server.io.image import ImageInfo
+
+    h, w = 48, 64
+    yy, xx = np.mgrid[0:h, 0:w]
+    truth = np.clip((14.0 - np.hypot(yy - 24, xx - 30)) / 4.0, 0, 1).astype(np.float32)  # soft-edged disc
+    fg = np.array([2.5, 0.4, 0.1], np.float32)  # scene-linear, above 1
+    checker = (((yy // 4) + (xx // 4)) % 2).astype(np.float32)
+    bg = np.stack([0.05 + 0.3 * checker, 0.3 + 0.2 * checker, 0.6 - 0.3 * checker], 2).astype(np.float32)
+    info = ImageInfo(x=0, y=0, width=w, height=h, full_x=0, full_y=0, full_width=w, full_height=h,
+                     channels=("R", "G", "B"), pixel_type="float", metadata={"mam2:test": "kept"})
+    for frame in (1, 2):
+        plate = truth[..., None] * fg + (1 - truth[..., None]) * bg
+        write_image(tmp_path / f"plate.{frame:04d}.exr", plate, channels=("R", "G", "B"), info=info,
+                    pixel_type="float")
+    assert main(["matte", str(tmp_path / "plate.####.exr"), "-o", str(tmp_path / "a.####.exr"),
+                 "--rgba", str(tmp_path / "rgba.####.exr"), "--box", "10,4,52,44", "--quiet"]) == 0
+    rgba = read_image(tmp_path / "rgba.0001.exr")
+    alpha = read_image(tmp_path / "a.0001.exr").pixels[..., 0]
+    assert rgba.info.channels == ("R", "G", "B", "A") and rgba.info.metadata.get("mam2:test") == "kept"
+    px = rgba.pixels
+    np.testing.assert_allclose(px[..., 3], alpha, atol=1e-3)
+    assert px[..., :3].max() > 1.5, "scene-linear values above 1 are kept"
+    assert np.all(np.abs(px[..., :3][alpha < 1e-3]) < 1e-3), "premultiplied: no colour where alpha is 0"
+    edge = (alpha > 0.15) & (alpha < 0.85)
+    assert edge.sum() > 20
+    # in the soft edge, unmixed colour: closer to the true foreground than the plate's own colour
+    plate = truth[..., None] * fg + (1 - truth[..., None]) * bg
+    colour = px[..., :3][edge] / alpha[edge][:, None]
+    assert np.abs(colour - fg).mean() < 0.8 * np.abs(plate[edge] - fg).mean()
+
+
+def test_matte_rgba_needs_exr(clip_dir, tmp_path, capsys):
+    code = main(["matte", str(clip_dir / "plate" / "plate.####.exr"), "-o", str(tmp_path / "a.####.exr"),
+                 "--rgba", str(tmp_path / "rgba.####.png"), "--prompts", str(clip_dir / "prompts.json"), "--quiet"])
+    assert code != 0 and ".exr" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("extra, message", [
     ([], "no prompt"),
     (["--box", "10,10,5,20"], "empty box"),

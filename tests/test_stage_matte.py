@@ -133,6 +133,12 @@ def test_foreground_estimation_keeps_linear_range():
     assert np.abs(F[a > 0.99] - fg).max() < 0.05
     rgba = premultiplied_rgba(img, a)
     assert rgba.shape == (H, W, 4) and np.allclose(rgba[..., 3], a)
+    # the soft edge is unmixed: premultiplied colour close to a x F, unlike the plate's a x I
+    edge = (a > 0.15) & (a < 0.85)
+    assert edge.sum() > 20
+    unmixed = np.abs(rgba[..., :3] - a[..., None] * fg)[edge].mean()
+    naive = np.abs(a[..., None] * img - a[..., None] * fg)[edge].mean()
+    assert unmixed < 0.3 * naive
 
 
 def _layer_clip(opacity, step, n=6, feather=0.0, r=14):

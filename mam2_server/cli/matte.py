@@ -65,6 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--colorspace",
                         help="the plates' colour space in the OCIO config ($OCIO, else OIIO's built-in config); "
                              "default: the scene_linear role with $OCIO, else lin_rec709")
+    parser.add_argument("--rgba", help="also write premultiplied RGBA to this sequence pattern (.exr): the "
+                                       "foreground's colour unmixed from the background, times alpha, in the "
+                                       "plate's colour space")
     add_engine_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -88,7 +91,10 @@ def run(args: argparse.Namespace) -> int:
     source = SequenceSource(pattern, frames=frames, colour=ColourConverter(colorspace=args.colorspace))
     prompts = collect_prompts(args, source.frames[0])
     engine = create_engine(engine_config(args))
-    report = matte_shot(source, prompts, engine, args.output, progress=not args.quiet)
-    print(f"mam2: {len(report.written)} frames ({format_frame_range(report.written)}) -> {args.output} "
+    if args.rgba and SequencePattern(args.rgba).path(source.frames[0]).suffix.lower() != ".exr":
+        raise CLIError(f"--rgba {args.rgba}: premultiplied scene-linear RGBA needs an .exr pattern")
+    report = matte_shot(source, prompts, engine, args.output, progress=not args.quiet, rgba=args.rgba)
+    also = f" and {args.rgba}" if args.rgba else ""
+    print(f"mam2: {len(report.written)} frames ({format_frame_range(report.written)}) -> {args.output}{also} "
           f"[{engine.name}, {report.seconds_per_frame:.2f} s/frame]")
     return 0

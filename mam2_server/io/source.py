@@ -2,7 +2,8 @@
 
 Engines and prompts work in display-window pixel coordinates (origin top-left), so
 sources hand out frames placed in the display window; mattes are cut back to the
-plate's data window when written (`write_alpha_frame`), which keeps Nuke's bbox.
+plate's data window when written (`write_alpha_frame`, `write_rgba_frame`), which keeps
+Nuke's bbox.
 """
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from mam2_server.io.colour import ColourConverter
-from mam2_server.io.image import ImageIOError, read_image, read_info, write_alpha
+from mam2_server.io.image import ImageIOError, read_image, read_info, write_alpha, write_image
 from mam2_server.io.info import ImageInfo, from_display_window, to_display_window
 from mam2_server.io.sequence import SequencePattern, format_frame_range
 
-__all__ = ["SequenceSource", "ArraySource", "write_alpha_frame"]
+__all__ = ["SequenceSource", "ArraySource", "write_alpha_frame", "write_rgba_frame"]
 
 
 class _FrameCache:
@@ -199,3 +200,14 @@ def write_alpha_frame(pattern: SequencePattern, frame: int, alpha: np.ndarray, l
         raise ImageIOError(f"{path}: alpha is {alpha.shape[1]}x{alpha.shape[0]} but the plate's display window is "
                            f"{like.full_width}x{like.full_height}")
     return write_alpha(path, from_display_window(alpha, like), like=like)
+
+
+def write_rgba_frame(pattern: SequencePattern, frame: int, rgba: np.ndarray, like: ImageInfo) -> Path:
+    """Write premultiplied RGBA (display window, H x W x 4) of `frame` with the plate's windows and
+    metadata, cut to its data window (overscan beyond the display window is 0: no matte there)."""
+    path = pattern.path(frame)
+    rgba = np.asarray(rgba, np.float32)
+    if rgba.shape != (like.full_height, like.full_width, 4):
+        raise ImageIOError(f"{path}: RGBA is {rgba.shape} but the plate's display window is "
+                           f"{like.full_width}x{like.full_height} (4 channels)")
+    return write_image(path, from_display_window(rgba, like), channels=("R", "G", "B", "A"), info=like)
