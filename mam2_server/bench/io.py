@@ -1,4 +1,5 @@
-"""`mam2 bench io`: per-frame cost of reading, writing, encoding and colour-converting plates."""
+"""`mam2 bench io`: per-frame cost of reading, writing, encoding and colour-converting plates, and of
+the premultiplied RGBA output (`mam2 matte --rgba`: foreground estimation + write)."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +13,7 @@ import numpy as np
 from mam2_server.eval.metrics import format_table
 from mam2_server.io.colour import ColourConverter
 from mam2_server.io.image import decode_image, encode_image, read_image, read_info, write_alpha, write_image
+from mam2_server.stages.matte.foreground import premultiplied_rgba
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
             "encode_image (EXR bytes)": lambda: encode_image(plate, channels=("R", "G", "B")),
             "decode_image (EXR bytes)": lambda: decode_image(data),
             "to_display (OCIO -> sRGB)": lambda: colour.to_display(plate),
+            "premultiplied_rgba (pymatting foreground)": lambda: premultiplied_rgba(plate, alpha),
         }
         for name, fn in ops.items():
             rows[name] = {"ms/frame": _median_ms(fn, args.repeat)}
