@@ -69,7 +69,6 @@ def test_matte_keeps_data_window_and_metadata(tmp_path):
     assert info.metadata.get("mam2:test") == "kept"
 
 
-
 def test_matte_rgba_is_premultiplied_unmixed_foreground_with_the_plates_windows(tmp_path):
     """--rgba: premultiplied RGBA in the plate's units, windows and metadata; A equals the alpha
     file; in the soft edge the colour is unmixed from the background (the estimator's accuracy
@@ -105,10 +104,12 @@ def test_matte_rgba_is_premultiplied_unmixed_foreground_with_the_plates_windows(
     assert np.abs(colour - fg).mean() < 0.8 * np.abs(plate[edge] - fg).mean()
 
 
-def test_matte_rgba_needs_exr(clip_dir, tmp_path, capsys):
+@pytest.mark.parametrize("rgba, message", [("rgba.####.png", ".exr"), ("a.%04d.exr", "different names")])
+def test_matte_rgba_bad_output_is_refused_before_work(clip_dir, tmp_path, capsys, rgba, message):
     code = main(["matte", str(clip_dir / "plate" / "plate.####.exr"), "-o", str(tmp_path / "a.####.exr"),
-                 "--rgba", str(tmp_path / "rgba.####.png"), "--prompts", str(clip_dir / "prompts.json"), "--quiet"])
-    assert code != 0 and ".exr" in capsys.readouterr().err
+                 "--rgba", str(tmp_path / rgba), "--prompts", str(clip_dir / "prompts.json"), "--quiet"])
+    assert code != 0 and message in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.exr")), "nothing written"
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -95,3 +95,29 @@ def test_colour_gate_is_lenient_for_a_distinct_object_and_strict_for_an_ambiguou
     murky[14:20, 30:66] = 1.0  # a clearly object-coloured strip keeps some sure foreground
     tri = t.process(images(), Segmentation(square_mask(), {"colour_prob": murky}))
     assert tri[32, 48] == 0.5 and tri[16, 48] == 1.0
+
+
+def test_colour_gate_does_not_flicker_for_an_object_near_the_boundary():
+    """The share of ambiguous pixels wobbling across the threshold does not switch the gate from
+    frame to frame; a clear, lasting change does."""
+    t = AdaptiveTrimapper(temporal=0.0)
+    t.begin_pass(None, Pass(1, FORWARD, (1,)), Prompt(frame=1, box=(1, 1, 5, 5)))
+    mask = square_mask()
+    inside = np.argwhere(mask > 0)
+    centre = np.array([32, 48])
+    inside = inside[np.argsort(np.abs(inside - centre).max(axis=1), kind="stable")]  # centre outwards
+    shares = []
+
+    def frame_with_share(share, frame):
+        prob = np.where(mask > 0, 1.0, 0.0).astype(np.float32)
+        ys, xs = inside[:int(share * len(inside))].T
+        prob[ys, xs] = 0.6  # ambiguous: above the lenient gate, below the strict one
+        tri = t.process(images(frame=frame), Segmentation(mask, {"colour_prob": prob}))
+        shares.append(t._ambiguous)
+        return tri[32, 48]
+
+    values = [frame_with_share(s, f) for f, s in enumerate([0.20, 0.30, 0.18, 0.30, 0.18, 0.30], start=1)]
+    assert min(shares) < t.distinct_below < max(shares), shares  # the smoothed share does cross it
+    assert set(values) == {1.0}, (values, shares)  # lenient throughout: the ambiguous patch stays sure
+    values = [frame_with_share(0.7, f) for f in range(7, 14)]
+    assert values[-1] == 0.5  # lastingly ambiguous: strict

@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "default: the scene_linear role with $OCIO, else lin_rec709")
     parser.add_argument("--rgba", help="also write premultiplied RGBA to this sequence pattern (.exr): the "
                                        "foreground's colour unmixed from the background, times alpha, in the "
-                                       "plate's colour space")
+                                       "plate's colour space (command line only; the server returns alpha)")
     add_engine_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -85,14 +85,23 @@ def collect_prompts(args: argparse.Namespace, first_frame: int) -> list[Prompt]:
     return list(keyframes(prompts).values())
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    if not args.rgba:
+        return
+    rgba, alpha = SequencePattern(args.rgba), SequencePattern(args.output)
+    if rgba.path(1).suffix.lower() != ".exr":
+        raise CLIError(f"--rgba {args.rgba}: premultiplied scene-linear RGBA needs an .exr pattern")
+    if rgba.path(1).resolve() == alpha.path(1).resolve():
+        raise CLIError(f"--rgba {args.rgba} is the alpha output -o {args.output}: give them different names")
+
+
 def run(args: argparse.Namespace) -> int:
+    check_outputs(args)  # before anything is read or loaded
     pattern = SequencePattern(args.input)
     frames = parse_frame_range(args.frames) if args.frames else None
     source = SequenceSource(pattern, frames=frames, colour=ColourConverter(colorspace=args.colorspace))
     prompts = collect_prompts(args, source.frames[0])
     engine = create_engine(engine_config(args))
-    if args.rgba and SequencePattern(args.rgba).path(source.frames[0]).suffix.lower() != ".exr":
-        raise CLIError(f"--rgba {args.rgba}: premultiplied scene-linear RGBA needs an .exr pattern")
     report = matte_shot(source, prompts, engine, args.output, progress=not args.quiet, rgba=args.rgba)
     also = f" and {args.rgba}" if args.rgba else ""
     print(f"mam2: {len(report.written)} frames ({format_frame_range(report.written)}) -> {args.output}{also} "

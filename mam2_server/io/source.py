@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from mam2_server.io.colour import ColourConverter
-from mam2_server.io.image import ImageIOError, read_image, read_info, write_alpha, write_image
+from mam2_server.io.image import ImageIOError, read_image, read_info, sanitise, write_alpha, write_image
 from mam2_server.io.info import ImageInfo, from_display_window, to_display_window
 from mam2_server.io.sequence import SequencePattern, format_frame_range
 
@@ -203,11 +203,17 @@ def write_alpha_frame(pattern: SequencePattern, frame: int, alpha: np.ndarray, l
 
 
 def write_rgba_frame(pattern: SequencePattern, frame: int, rgba: np.ndarray, like: ImageInfo) -> Path:
-    """Write premultiplied RGBA (display window, H x W x 4) of `frame` with the plate's windows and
-    metadata, cut to its data window (overscan beyond the display window is 0: no matte there)."""
+    """Write premultiplied RGBA (display window, H x W x 4, scene-linear) of `frame` as EXR with the
+    plate's windows and metadata, cut to its data window (overscan beyond the display window is 0:
+    no matte there); float plates stay float, others are written half."""
     path = pattern.path(frame)
-    rgba = np.asarray(rgba, np.float32)
+    if path.suffix.lower() != ".exr":
+        raise ImageIOError(f"{path}: premultiplied scene-linear RGBA is written as EXR only")
+    rgba = np.array(rgba, np.float32)
     if rgba.shape != (like.full_height, like.full_width, 4):
         raise ImageIOError(f"{path}: RGBA is {rgba.shape} but the plate's display window is "
                            f"{like.full_width}x{like.full_height} (4 channels)")
-    return write_image(path, from_display_window(rgba, like), channels=("R", "G", "B", "A"), info=like)
+    sanitise(rgba, str(path))
+    pixel_type = "float" if like.pixel_type == "float" else "half"
+    return write_image(path, from_display_window(rgba, like), channels=("R", "G", "B", "A"), info=like,
+                       pixel_type=pixel_type)

@@ -99,40 +99,60 @@ class CleanPlateEstimator:
         H, inl = cv2.findHomography(src, dst, cv2.RANSAC, 1.5, maxIters=500, confidence=0.99)
         if H is None or inl is None or inl.sum() < 10:
             return None
-        return self._refine(cur, nb, H, object_mask) if self.refine else H
+        return H
 
     @staticmethod
-    def _refine(cur, nb, H: np.ndarray, object_mask: np.ndarray | None) -> np.ndarray:
-        """Sub-pixel alignment: ECC on the background (the object masked out), started from the
-        feature homography. Features at proxy resolution leave a pixel or so of error, which at a
-        background edge looks like a layer to the difference evidence."""
+    def _refine(cur, nb, H: np.ndarray, object_now: np.ndarray | None, object_there: np.ndarray | None) -> np.ndarray:
+        """Sub-pixel alignment: ECC (homography) on the background, started from the feature
+        homography H (neighbour -> current). Features at proxy resolution leave a pixel or so of
+        error, which at a background edge looks like a layer to the difference evidence.
+
+        object_now: the object in the current frame; object_there: where it is in the neighbour,
+        both in current-frame coordinates (boolean, proxy size). Both are left out of the fit.
+        The refinement is kept only where it fits the background better than H.
+        """
         a = cur[1].astype(np.float32) / 255.0
         b = nb[1].astype(np.float32) / 255.0
-        keep = np.ones(a.shape, np.uint8) if object_mask is None else (~object_mask).astype(np.uint8)
+        h, w = a.shape
+        obj = np.zeros((h, w), bool)
+        for m in (object_now, object_there):
+            if m is not None:
+                obj |= m
+        keep_cur = (~obj).astype(np.uint8)
+        # the neighbour's own mask, in its coordinates: current-frame mask pulled back through H
+        keep_nb = (cv2.warpPerspective(obj.astype(np.uint8), H, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                                       borderMode=cv2.BORDER_CONSTANT, borderValue=0) == 0).astype(np.uint8)
         # ECC warps the current frame's coordinates into the neighbour's; on large proxies it runs
-        # at half size (the sub-pixel fit scales up, at a quarter of the cost)
-        f = 0.5 if min(a.shape) >= 200 else 1.0
-        S = np.diag([f, f, 1.0])
-        W = (S @ np.linalg.inv(H) @ np.linalg.inv(S)).astype(np.float32)
-        if f != 1.0:
-            size = (round(a.shape[1] * f), round(a.shape[0] * f))
+        # at about half size (the sub-pixel fit scales up, at a quarter of the cost)
+        if min(h, w) >= 200:
+            size = (round(w / 2), round(h / 2))
+            S = np.diag([size[0] / w, size[1] / h, 1.0])
             a_s, b_s = (cv2.resize(x, size, interpolation=cv2.INTER_AREA) for x in (a, b))
-            keep_s = cv2.resize(keep, size, interpolation=cv2.INTER_NEAREST)
+            km_a, km_b = (cv2.resize(x, size, interpolation=cv2.INTER_NEAREST) for x in (keep_cur, keep_nb))
         else:
-            a_s, b_s, keep_s = a, b, keep
+            S = np.eye(3)
+            a_s, b_s, km_a, km_b = a, b, keep_cur, keep_nb
+        W = (S @ np.linalg.inv(H) @ np.linalg.inv(S)).astype(np.float32)
         criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 1e-5)
         try:
-            _, W = cv2.findTransformECC(a_s, b_s, W, cv2.MOTION_HOMOGRAPHY, criteria, keep_s, 3)
-        except cv2.error:
+            _, W = cv2.findTransformECCWithMask(a_s, b_s, km_a, km_b, W, cv2.MOTION_HOMOGRAPHY, criteria, 3)
+            W = np.linalg.inv(S) @ W.astype(np.float64) @ S
+            if not np.isfinite(W).all() or abs(np.linalg.det(W)) < 1e-6:
+                return H
+            refined = np.linalg.inv(W)
+        except (cv2.error, np.linalg.LinAlgError):
             return H
-        refined = np.linalg.inv(np.linalg.inv(S) @ W.astype(np.float64) @ S)
-        # keep the refinement only where it fits the background better (ECC can drift on flat or
-        # small frames)
-        h, w = a.shape
-        fit = keep > 0
+
+        def warp(img, M):
+            return cv2.warpPerspective(img, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                       borderValue=0)
+        ones = np.ones((h, w), np.float32)
+        fit = (keep_cur > 0) & (warp(ones, H) > 0.999) & (warp(ones, refined) > 0.999)  # valid under both
+        if fit.sum() < 50:
+            return H
 
         def error(M):
-            return float(np.abs(cv2.warpPerspective(b, M, (w, h), flags=cv2.INTER_LINEAR) - a)[fit].mean())
+            return float(np.abs(warp(b, M) - a)[fit].mean())
         return refined if error(refined) < error(H) else H
 
     @staticmethod
@@ -184,8 +204,15 @@ class CleanPlateEstimator:
         for f in self.neighbours(frame):
             nb = self._get(f)
             H = self._homography(cur, nb, object_mask)
+            there = object_mask
+            if object_mask is not None and velocity is not None:
+                d = f - frame
+                M = np.float32([[1, 0, velocity[0] * d], [0, 1, velocity[1] * d]])
+                there = cv2.warpAffine(object_mask.astype(np.uint8), M, (w, h), flags=cv2.INTER_NEAREST) > 0
             if H is None:
                 H = self._translation(cur, nb, object_mask)
+            elif self.refine:
+                H = self._refine(cur, nb, H, object_mask, there)
             corners = np.float32([[0, 0], [w, 0], [0, h], [w, h]]).reshape(-1, 1, 2)
             if np.abs(cv2.perspectiveTransform(corners, H.astype(np.float64)) - corners).max() > 0.25:
                 resampled = True
@@ -196,16 +223,7 @@ class CleanPlateEstimator:
             ok = ones > 0.999
             if ok.mean() < 0.3:
                 continue
-            if object_mask is not None:
-                if velocity is None:
-                    there = object_mask
-                else:
-                    d = f - frame
-                    M = np.float32([[1, 0, velocity[0] * d], [0, 1, velocity[1] * d]])
-                    there = cv2.warpAffine(object_mask.astype(np.uint8), M, (w, h), flags=cv2.INTER_NEAREST) > 0
-                revealed = ok & ~there
-            else:
-                revealed = ok
+            revealed = ok & ~there if there is not None else ok
             # reject a misalignment: the background away from the object must match
             bgm = ok if object_mask is None else ok & ~object_mask
             if bgm.sum() > 50:

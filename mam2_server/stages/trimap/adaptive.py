@@ -42,11 +42,13 @@ def signed_distance(mask: np.ndarray) -> np.ndarray:
 class AdaptiveTrimapper(Trimapper):
     def __init__(self, proxy_long_side: int = 480, min_frac: float = 0.006, max_frac: float = 0.045,
                  temporal: float = 0.6, colour_gate: float | None = 0.99, distinct_gate: float = 0.5,
-                 distinct_below: float = 0.35) -> None:
+                 distinct_below: float = 0.35, hysteresis: float = 0.05) -> None:
         self.colour_gate = colour_gate
         self.distinct_gate = distinct_gate
         self.distinct_below = distinct_below
+        self.hysteresis = hysteresis
         self._ambiguous: float | None = None
+        self._distinct: bool | None = None
         self.proxy_long_side = proxy_long_side
         self.min_frac = min_frac
         self.max_frac = max_frac
@@ -56,15 +58,24 @@ class AdaptiveTrimapper(Trimapper):
     def begin_pass(self, source: FrameSource, plan: Pass, prompt: Prompt) -> None:
         self._prev_width = None
         self._ambiguous = None
+        self._distinct = None
 
-    def gate(self, prob: np.ndarray, mask: np.ndarray) -> float:
-        """Colour-probability threshold for sure foreground, decided over the pass (smoothed, so
-        the trimap does not switch modes from frame to frame)."""
+    def _update_gate(self, prob: np.ndarray, mask: np.ndarray) -> float:
+        """Colour-probability threshold for sure foreground on this frame. Updates the pass's state:
+        the share of mask pixels of ambiguous colour, smoothed over the pass, decides between the
+        lenient and the strict gate, with hysteresis (`distinct_below` -/+ `hysteresis`) so that an
+        object near the boundary does not switch modes from frame to frame (flicker)."""
         if mask.any():
-            share = float((prob[mask] < 0.8).mean())  # mask pixels of ambiguous colour
+            share = float((prob[mask] < 0.8).mean())
             self._ambiguous = share if self._ambiguous is None else 0.7 * self._ambiguous + 0.3 * share
-        distinct = self._ambiguous is not None and self._ambiguous < self.distinct_below
-        return min(self.distinct_gate, self.colour_gate) if distinct else self.colour_gate
+        if self._ambiguous is not None:
+            if self._distinct is None:
+                self._distinct = self._ambiguous < self.distinct_below
+            elif self._distinct and self._ambiguous > self.distinct_below + self.hysteresis:
+                self._distinct = False
+            elif not self._distinct and self._ambiguous < self.distinct_below - self.hysteresis:
+                self._distinct = True
+        return min(self.distinct_gate, self.colour_gate) if self._distinct else self.colour_gate
 
     def uncertainty(self, images: FrameImages, seg: Segmentation, shape) -> np.ndarray:
         mask = resize(seg.mask, shape) > 0.5
@@ -126,7 +137,7 @@ class AdaptiveTrimapper(Trimapper):
             # foreground: see-through interiors (glass, smoke) and background caught inside
             # a ragged mask (foliage) are left to the matting solve
             p = cv2.GaussianBlur(prob.astype(np.float32), (3, 3), 0)
-            gate = self.gate(p, resize(seg.mask, p.shape) > 0.5)
+            gate = self._update_gate(p, resize(seg.mask, p.shape) > 0.5)
             p = resize(p, full)
             tri[(tri == 1.0) & (p < gate)] = 0.5
         return tri
