@@ -2,7 +2,7 @@
 
 Never imports mam2_server, nuke or bpy. Protocol: docs/protocol.md.
 """
-from . import wire
+from . import track, wire
 from .client import (
     Alpha,
     Client,
@@ -15,4 +15,4 @@ from .client import (
 from .launcher import ensure_server
 
 __all__ = ["Alpha", "Client", "MAM2Error", "PropagateResult", "RawImage", "ServerError", "ServerUnavailable",
-           "ensure_server", "wire"]
+           "ensure_server", "track", "wire"]

@@ -1,0 +1,198 @@
+"""Host-agnostic tracking job for the host plugins: prompts, frame ranges, paths and the run.
+
+A host adapter (Nuke's `host_plugins/nuke/mam2_nuke.py`; Blender's to come) reads its
+UI on the host's main thread into a `TrackJob`, runs `run_job` on a worker thread and
+applies the `JobResult` on the main thread. Coordinates here are the hosts' (Nuke and
+Blender: origin bottom-left); `ShotPrompt.to_server` flips y for the protocol's top-left.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from . import wire
+from .client import MAM2Error, ServerError
+from .launcher import ensure_server
+
+ENGINE_DEFAULT = "default"  # the Engine knob's "use whatever the server runs"
+PADDING = re.compile(r"(#+)|%(0?\d*)d")
+SHOT_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+
+Progress = Callable[[str, int], None]  # (message, percent 0..100)
+
+
+class PromptError(ValueError):
+    """The prompt knobs do not describe a usable prompt (the message says which and why)."""
+
+
+@dataclass(frozen=True)
+class ShotPrompt:
+    """One keyframe prompt in Nuke pixel coordinates (origin bottom-left).
+
+    box: (x, y, r, t) as a BBox_Knob holds it, or None; points: (x, y, label), label 1 = fg, 0 = bg.
+    """
+
+    frame: int
+    box: tuple[float, float, float, float] | None
+    points: tuple[tuple[float, float, int], ...] = ()
+
+    def validate(self, width: int, height: int, first: int, last: int) -> None:
+        """Raise PromptError when the server would refuse it (empty/off-frame box, no prompt...)."""
+        if not first <= self.frame <= last:
+            raise PromptError(f"prompt frame {self.frame} is outside the tracked range {first}-{last}")
+        if self.box is None and not self.points:
+            raise PromptError("no prompt: enable the box or at least one foreground point")
+        if self.box is not None:
+            x, y, r, t = self.box
+            if r - x < 1 or t - y < 1:
+                raise PromptError(f"the box ({x:g}, {y:g}, {r:g}, {t:g}) is empty: drag it over the subject "
+                                  f"on frame {self.frame}")
+            if r <= 0 or t <= 0 or x >= width or y >= height:
+                raise PromptError(f"the box ({x:g}, {y:g}, {r:g}, {t:g}) lies outside the {width}x{height} frame")
+        for x, y, label in self.points:
+            if not (0 <= x < width and 0 <= y < height):
+                kind = "foreground" if label else "background"
+                raise PromptError(f"a {kind} point ({x:g}, {y:g}) lies outside the {width}x{height} frame")
+        if self.points and not any(label for _, _, label in self.points) and self.box is None:
+            raise PromptError("only background points: add a foreground point or the box")
+
+    def to_server(self, height: int) -> tuple[tuple[float, float, float, float] | None, list[tuple[float, float, int]]]:
+        """(box (x0, y0, x1, y1), points) with the origin top-left, as the protocol wants."""
+        box = None
+        if self.box is not None:
+            x, y, r, t = self.box
+            box = (x, height - t, r, height - y)
+        return box, [(x, height - y, label) for x, y, label in self.points]
+
+
+@dataclass(frozen=True)
+class TrackJob:
+    """Everything the worker needs; plain data, read from knobs on the main thread."""
+
+    address: str
+    start_server: bool
+    engine: str  # ENGINE_DEFAULT or an engine name for a locally started server
+    shot: str
+    first: int
+    last: int
+    width: int
+    height: int
+    plates: dict[int, str]  # frame -> scene-linear EXR the server can read
+    prompt: ShotPrompt
+    output_pattern: str  # printf-style alpha path, e.g. /out/sh010.alpha.%04d.exr
+    retrack: bool = False  # keep the server's frames when it has them all; add this keyframe
+
+
+@dataclass
+class JobResult:
+    written: list[int] = field(default_factory=list)  # alpha files written this run
+    computed: list[int] = field(default_factory=list)
+    cached: list[int] = field(default_factory=list)
+    cancelled: bool = False
+    warning: str = ""
+    error: str = ""  # set instead of raising, so the adapter only has to show it
+
+
+def shot_id(host: str, script: str, node: str, width: int, height: int, first: int, last: int) -> str:
+    """A valid, stable shot id per (host, script, node, size, range): other parameters get a new shot."""
+    digest = hashlib.sha1(f"{host}|{script}|{node}|{width}x{height}|{first}-{last}".encode()).hexdigest()[:10]
+    name = SHOT_CHARS.sub("_", node).strip("_.-")[:60] or "node"
+    return f"{host}_{name}_{digest}"
+
+
+def frame_path(pattern: str, frame: int) -> str:
+    """Expand `####` or `%04d` padding for one frame (no padding: the path itself)."""
+    def pad(m: re.Match) -> str:
+        width = len(m.group(1)) if m.group(1) else int(m.group(2) or 0)
+        return f"{frame:0{width}d}"
+    return PADDING.sub(pad, pattern, count=1)
+
+
+def alpha_pattern(output_dir: str, shot: str) -> str:
+    """printf-style path of the alpha sequence (Nuke's Read accepts %04d)."""
+    folder = output_dir.strip() or os.path.join(tempfile.gettempdir(), "mam2_alpha", shot)
+    return os.path.join(folder, f"{shot}.alpha.%04d.exr")
+
+
+def write_atomic(path: str, data: bytes | memoryview) -> None:
+    """Write beside the target, then rename: a Read never sees half a file."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def run_job(job: TrackJob, cancel: threading.Event, progress: Progress) -> JobResult:
+    """Track (or re-track) one shot on the server and write its alphas. Runs on a worker thread.
+
+    Never raises for server/prompt problems: they come back in JobResult.error.
+    """
+    result = JobResult()
+    client = None
+    try:
+        serve_args = ("--engine", job.engine) if job.engine != ENGINE_DEFAULT else ()
+        progress(f"connecting to {job.address}", 0)
+        client = ensure_server(job.address, start=job.start_server, serve_args=serve_args)
+        engine = client.hello().get("engine", "")
+        if job.engine != ENGINE_DEFAULT and engine != job.engine:
+            result.warning = f"the server runs engine '{engine}', not '{job.engine}' (restart it to switch)"
+        opened = client.open_shot(job.shot, first=job.first, last=job.last, width=job.width, height=job.height)
+        missing = set(job.plates) - set(opened["received"])
+        if not job.retrack or missing:
+            progress(f"sending {len(job.plates)} plates", 2)
+            client.put_frames(job.shot, job.plates, encoding=wire.ENC_PATH)
+        if cancel.is_set():
+            result.cancelled = True
+            return result
+        box, points = job.prompt.to_server(job.height)
+        client.add_prompt(job.shot, job.prompt.frame, box=box, points=points)
+
+        def on_alpha(alpha) -> None:
+            write_atomic(frame_path(job.output_pattern, alpha.frame), alpha.data)
+            result.written.append(alpha.frame)
+
+        def on_progress(done: int, total: int, frame: int) -> bool:
+            progress(f"frame {frame} ({done}/{total})", 10 + int(90 * done / max(total, 1)))
+            return not cancel.is_set()
+
+        progress("tracking", 10)
+        done = client.propagate(job.shot, first=job.first, last=job.last, alpha_encoding=wire.ENC_EXR,
+                                on_progress=on_progress, on_alpha=on_alpha)
+        result.computed, result.cached, result.cancelled = done.computed, done.cached, done.cancelled
+        absent = [f for f in done.cached if not os.path.exists(frame_path(job.output_pattern, f))]
+        if absent and not done.cancelled:  # e.g. a new output folder: fetch the server's finished frames
+            found, _ = client.get_alpha(job.shot, absent, alpha_encoding=wire.ENC_EXR)
+            for alpha in found.values():
+                on_alpha(alpha)
+        progress("done", 100)
+    except ServerError as exc:
+        result.error = f"the server refused '{exc.op}': {exc.message} ({exc.code})"
+    except MAM2Error as exc:
+        result.error = str(exc)
+    except OSError as exc:
+        result.error = f"cannot write the alpha: {exc}"
+    finally:
+        if client is not None:
+            client.close()
+    return result
+
+
+def summary(result: JobResult, frames: Sequence[int]) -> str:
+    """The status line for a finished job."""
+    if result.error:
+        return f"Error: {result.error}"
+    head = "Cancelled" if result.cancelled else "Done"
+    text = (f"{head}: {len(result.computed)} frames computed, {len(result.cached)} cached, "
+            f"{len(result.written)} alphas written ({frames[0]}-{frames[-1]})")
+    return f"{text}. Warning: {result.warning}" if result.warning else text
