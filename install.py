@@ -2,7 +2,7 @@
 """Set up MAM2 in ./.venv with one command (standard library only).
 
     python3 install.py            # runtime: torch (CPU), sam2, I/O, classic matting
-    python3 install.py --dev      # + test dependencies
+    python3 install.py --dev      # + test dependencies (and .venv-bpy for the Blender add-on tests)
     python3 install.py --cuda     # torch from PyPI's default (CUDA) build instead of the CPU wheel
 
 Order matters. torch is installed first and pinned; sam2 1.1.0 is an sdist whose
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -27,6 +28,11 @@ SAM2 = "sam2==1.1.0"
 # sam2's runtime imports, minus torchvision (only its image predictor and mask
 # generator need it, and the matching wheel is a CUDA build that cannot import here).
 SAM2_DEPS = ["hydra-core>=1.3.2", "iopath>=0.1.10", "pillow>=9.4.0", "tqdm>=4.66.1"]
+# Blender as a Python module for tests/test_blender_adapter.py: its own venv, as bpy pins
+# Python 3.11 and numpy<2 (the main venv has numpy 2). Optional: the tests skip without it.
+BPY_VENV = ROOT / ".venv-bpy"
+BPY = "bpy==5.0.1"
+BPY_DEPS = [BPY, "pyzmq", "msgpack"]
 
 
 class StepFailed(RuntimeError):
@@ -46,6 +52,27 @@ def installed_version(python: Path, dist: str) -> str | None:
     code = f"import importlib.metadata as m\ntry: print(m.version({dist!r}))\nexcept m.PackageNotFoundError: pass"
     out = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
     return out.stdout.strip() or None
+
+
+def blender_test_venv(env_dir: Path = BPY_VENV) -> None:
+    """Create `env_dir` with bpy + pyzmq + msgpack; on failure warn and go on (never raises)."""
+    python = env_dir / "bin" / "python"
+    if python.exists() and all(installed_version(python, d.split("==")[0]) for d in BPY_DEPS) \
+            and installed_version(python, "bpy") == BPY.split("==")[1]:
+        print(f"[install] {BPY} already installed in {env_dir}", flush=True)
+        return
+    python311 = sys.executable if sys.version_info[:2] == (3, 11) else shutil.which("python3.11")
+    try:
+        if python311 is None:
+            raise StepFailed("bpy 4.2-5.0 wheels need Python 3.11 and there is no python3.11 on PATH")
+        if not python.exists():
+            step(f"virtual environment {env_dir.name} for the Blender add-on tests",
+                 [python311, "-m", "venv", str(env_dir)])
+        step(f"Blender as a module ({BPY}, ~375 MB) for the Blender add-on tests",
+             [str(python), "-m", "pip", "install", "--disable-pip-version-check"] + BPY_DEPS)
+    except (StepFailed, OSError) as exc:
+        print(f"[install] WARNING: no Blender test environment ({exc}); "
+              "tests/test_blender_adapter.py will be skipped", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         # pymatting JIT-compiles with numba on first import (~40 s); pay it once here.
         step("warm pymatting's numba cache", [str(python), "-c", "import pymatting"])
         step("check the installation", [str(python), "-m", "mam2_server.cli", "--version"])
+        if args.dev:
+            blender_test_venv()
     except StepFailed as exc:
         print(f"[install] FAILED: {exc}", file=sys.stderr)
         return 1

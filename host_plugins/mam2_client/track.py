@@ -33,9 +33,10 @@ class PromptError(ValueError):
 
 @dataclass(frozen=True)
 class ShotPrompt:
-    """One keyframe prompt in Nuke pixel coordinates (origin bottom-left).
+    """One keyframe prompt in the host's pixel coordinates (Nuke, Blender: origin bottom-left).
 
-    box: (x, y, r, t) as a BBox_Knob holds it, or None; points: (x, y, label), label 1 = fg, 0 = bg.
+    box: (x, y, r, t) (left, bottom, right, top, as Nuke's BBox_Knob holds it) or None;
+    points: (x, y, label), label 1 = fg, 0 = bg.
     """
 
     frame: int
