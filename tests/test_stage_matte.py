@@ -235,6 +235,48 @@ def test_video_matter_keeps_a_static_or_slow_textured_opaque_object():
         assert out[inside].mean() > 0.97
 
 
+def _droplets_over_a_still_patch(n=6, drops=14):
+    """Locked camera: an orange surround with a dark still patch in it (part of the background) and
+    sparse bright droplets (alpha 0.6) flying over the patch, in new places every frame."""
+    rng = np.random.default_rng(5)
+    bg = composite(np.ones((H, W), np.float32), [0.75, 0.25, 0.06], background(seed=7))
+    patch = disc(48, 32, r=18)
+    bg = composite(patch, [0.03, 0.03, 0.04], bg)
+    frames, alphas = [], []
+    for _ in range(n):
+        a = np.zeros((H, W), np.float32)
+        for _ in range(drops):
+            cx, cy = rng.uniform(32, 64), rng.uniform(18, 46)
+            a = np.maximum(a, 0.6 * np.clip(2.5 - np.sqrt((XX + 0.5 - cx) ** 2 + (YY + 0.5 - cy) ** 2), 0, 1))
+        frames.append(composite(a, [0.7, 0.8, 0.95], bg))
+        alphas.append(a)
+    return ArraySource(frames, first_frame=1), alphas, patch > 0.5
+
+
+def test_video_matter_takes_the_layer_along_what_changes_when_the_mask_caught_the_background():
+    # the tracker's mask is the dark patch (still, part of the background) and the trimap is all
+    # unknown; the object's colour direction (patch minus surround) then points away from the
+    # droplets, and a difference matte along it is inverted (high wherever a droplet just left)
+    src, alphas, patch = _droplets_over_a_still_patch()
+    zero = float(np.mean([a.mean() for a in alphas]))
+
+    def mad(**options):
+        m = VideoMatter(temporal=0.0, **options)
+        m.begin_pass(src, Pass(1, FORWARD, tuple(src.frames)), Prompt(frame=1, box=(28, 12, 68, 52)))
+        errs = []
+        for f in src.frames:
+            tri = np.where(patch, 0.5, 0.0).astype(np.float32)
+            out = m.process(FrameImages(f, src.linear(f), src.display(f)), Segmentation(patch.astype(np.float32), {}), tri)
+            errs.append(np.abs(out - alphas[f - 1]).mean())
+        return float(np.mean(errs)), m
+
+    e, m = mad()
+    assert m.last_debug.get("switched")
+    assert e < 0.5 * zero
+    e_fixed, _ = mad(switch_below=0.0)  # always along the object's colour direction
+    assert e_fixed > 2 * zero
+
+
 def _shifted_pair(h, w, shift, obj_box=None, obj_shift=0):
     """Current frame and a neighbour of a textured background moved by `shift` px in x; with
     `obj_box`, a bright textured object that moves by a further `obj_shift` px in the neighbour."""

@@ -31,6 +31,21 @@ class Plate:
     lowest: np.ndarray | None = None
     lowest_nb: np.ndarray | None = None
     resampled: bool = False  # some neighbour was warped by more than 1/4 px (camera motion or fit jitter)
+    stack: np.ndarray | None = None  # every aligned neighbour (n, h, w, 3), NaN where it saw nothing
+
+
+def lowest_along(current: np.ndarray, stack: np.ndarray, direction: np.ndarray):
+    """(lowest, lowest_nb): per pixel, the observation with the smallest projection on `direction`
+    over the current frame and the aligned neighbours `stack` (NaN where unseen), and over the
+    neighbours only (NaN where none saw the pixel)."""
+    direction = np.asarray(direction, np.float32).reshape(3)
+    ok = np.isfinite(stack).all(axis=3)
+    proj = np.where(ok, np.nan_to_num(stack) @ direction, np.inf)
+    k = np.argmin(proj, axis=0)
+    low_p = np.take_along_axis(proj, k[None], axis=0)[0]
+    low_nb = np.take_along_axis(stack, k[None, ..., None], axis=0)[0]
+    lowest = np.where((low_p < current @ direction)[..., None], low_nb, current)
+    return lowest.astype(np.float32), low_nb.astype(np.float32)
 
 
 def _gray_u8(linear: np.ndarray) -> np.ndarray:
@@ -197,10 +212,8 @@ class CleanPlateEstimator:
         h, w = self.shape
         samples, valids = [], []
         change = aligned = None
-        low_nb = low_nb_p = None
+        alls = []
         resampled = False
-        if direction is not None:
-            direction = np.asarray(direction, np.float32).reshape(3)
         for f in self.neighbours(frame):
             nb = self._get(f)
             H = self._homography(cur, nb, object_mask)
@@ -236,14 +249,7 @@ class CleanPlateEstimator:
             d = np.linalg.norm(warped - cur[0], axis=2)
             change = np.where(ok, d, 0.0) if change is None else np.maximum(change, np.where(ok, d, 0.0))
             aligned = ok.astype(np.int32) if aligned is None else aligned + ok
-            if direction is not None:
-                proj = np.where(ok, warped @ direction, np.inf)
-                if low_nb is None:
-                    low_nb, low_nb_p = np.where(ok[..., None], warped, np.nan), proj
-                else:
-                    better = proj < low_nb_p
-                    low_nb = np.where(better[..., None], warped, low_nb)
-                    low_nb_p = np.where(better, proj, low_nb_p)
+            alls.append(np.where(ok[..., None], warped, np.nan).astype(np.float32))
         if len(samples) < 2:
             return None
         stack = np.stack(samples)  # (n, h, w, 3)
@@ -258,12 +264,19 @@ class CleanPlateEstimator:
         if object_mask is not None:
             away &= ~object_mask
         noise = float(1.4826 * np.median(diff[away])) if away.sum() > 50 else 0.01
-        lowest = None
-        if low_nb is not None:
-            cur_p = cur[0] @ direction
-            lowest = np.where((low_nb_p < cur_p)[..., None], low_nb, cur[0]).astype(np.float32)
-            low_nb = low_nb.astype(np.float32)
-        return Plate(bg, valid, spread, max(noise, 2e-3), change.astype(np.float32), aligned, lowest, low_nb, resampled)
+        every = np.stack(alls)
+        lowest = low_nb = None
+        if direction is not None:
+            lowest, low_nb = lowest_along(cur[0], every, direction)
+        return Plate(bg, valid, spread, max(noise, 2e-3), change.astype(np.float32), aligned, lowest, low_nb, resampled,
+                     every)
+
+
+def typical_colour(current: np.ndarray, stack: np.ndarray, window: tuple[slice, slice]) -> np.ndarray:
+    """Per-pixel median of the current frame and the aligned neighbours over `window` (rows, columns):
+    each pixel's typical colour over the neighbouring frames."""
+    with np.errstate(all="ignore"):
+        return _nanmedian0(np.concatenate([current[window][None], stack[(slice(None),) + window]]).astype(np.float32))
 
 
 def _nanmedian0(x: np.ndarray) -> np.ndarray:

@@ -28,7 +28,10 @@ per-pixel priors p with confidences c from
   own texture correlates too); once the object is found see-through
   over the pass (high-pass I correlates with the neighbours' least object-like samples
   inside the mask, `soft_threshold`), sure foreground stops being a hard 1 and the
-  evidence decides there too (`soft_weight`);
+  evidence decides there too (`soft_weight`). When the differences I - B are mostly not along d
+  and the pixels' departures from their typical colour share one colour, the mask caught
+  something else than the layer (a still part of the background) and the evidence works along
+  the departures' colour instead (`layerdir.LayerDirection`, `switch_below`, `switch_coherence`);
 * temporal coherence: the previous frame's alpha warped by the tracker's flow,
   where the flow is consistent and the warp is photometrically right.
 
@@ -42,8 +45,9 @@ import numpy as np
 from mam2_server.engines.plan import Pass
 from mam2_server.prompts import Prompt
 from mam2_server.stages.base import FrameImages, FrameSource, Matter, Segmentation
-from mam2_server.stages.matte.cleanplate import CleanPlateEstimator, Plate
+from mam2_server.stages.matte.cleanplate import CleanPlateEstimator, Plate, lowest_along
 from mam2_server.stages.matte.guided import guided_upsample
+from mam2_server.stages.matte.layerdir import LayerDirection
 from mam2_server.stages.matte.priors import HARD, solve_with_priors
 from mam2_server.stages.matte.seethrough import box_mean, highpass, seethrough_alpha
 from mam2_server.stages.segment.common import proxy_shape, resize
@@ -70,7 +74,10 @@ class VideoMatter(Matter):
                  soft_threshold: float = 0.7, opaque_inside: float = 0.0,
                  dead_zone: float = 3.0, sure_local: float = 0.5,
                  fd_percentile: float = 80.0, raise_from: float = 0.3,
-                 align_slack: int = 1, contrast_floor: float = 0.3, change_gate: float = 0.25) -> None:
+                 align_slack: int = 1, contrast_floor: float = 0.3, change_gate: float = 0.25,
+                 switch_below: float = 0.5, switch_coherence: float = 0.3) -> None:
+        self.switch_below = switch_below
+        self._layer_dir = LayerDirection(switch_below, switch_coherence, fd_percentile)
         self.change_gate = change_gate
         self.layer_weight = layer_weight
         self.opaque_inside = opaque_inside
@@ -111,6 +118,7 @@ class VideoMatter(Matter):
         self._fd = None
         self._contrast = None
         self._seethrough = None
+        self._layer_dir.reset()
 
     def _plate(self, frame: int, linear: np.ndarray, shape, mask_s: np.ndarray,
                velocity: tuple[float, float] | None, direction: np.ndarray | None = None) -> Plate | None:
@@ -196,9 +204,16 @@ class VideoMatter(Matter):
         through it in the aligned neighbours), where it replaces the hard 1."""
         if plate.lowest is None or self._direction is None or self._fd is None:
             return
-        d = self._direction
+        d, fd_obj, contrast_obj = self._direction, self._fd, self._contrast
         h, w = mask.shape
-        B = plate.lowest
+        B, nb = plate.lowest, plate.lowest_nb
+        alt = self._layer_dir.update(lin, mask, plate, d) if self.switch_below > 0 else None
+        dbg.update(explained=self._layer_dir.explained, coherence=self._layer_dir.coherence,
+                   switched=self._layer_dir.switched)
+        if alt is not None:
+            # the mask caught something else than the layer that comes and goes: see `layerdir`
+            d, fd_obj, contrast_obj = alt
+            B, nb = lowest_along(lin, plate.stack, d)
         bd = B @ d
         if self.align_slack > 0 and plate.resampled:
             # neighbours resampled by a non-trivial warp: a pixel of residual misalignment at a
@@ -206,7 +221,7 @@ class VideoMatter(Matter):
             k = 2 * self.align_slack + 1
             bd = cv2.dilate(bd.astype(np.float32), np.ones((k, k), np.uint8))
         num = lin @ d - bd
-        den = self._fd - bd
+        den = fd_obj - bd
         sigma = plate.noise
         # the minimum over several noisy / resampled observations sits below the true background:
         # differences within the noise are no evidence of the layer
@@ -214,7 +229,7 @@ class VideoMatter(Matter):
         a = np.clip(num / np.maximum(den, 1e-3), 0.0, 1.0).astype(np.float32)
         # trust grows with the contrast between object and background along d
         # and is ill-conditioned where the background is nearly as far along d as the object
-        floor = (6 * sigma) ** 2 + (self.contrast_floor * (self._contrast or 0.0)) ** 2
+        floor = (6 * sigma) ** 2 + (self.contrast_floor * (contrast_obj or 0.0)) ** 2
         trust = np.clip(den, 0, None) ** 2 / (np.clip(den, 0, None) ** 2 + floor)
         r = max(2, int(0.03 * max(h, w)))
         near = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))) > 0
@@ -226,14 +241,13 @@ class VideoMatter(Matter):
         # (for the pass-level see-through test: a change above the noise at all)
         informative = moved = np.ones((h, w), np.float32)
         if self.change_gate > 0 and plate.valid is not None and plate.change is not None:
-            k = self.change_gate * max(self._contrast or 0.0, 1e-3)
+            k = self.change_gate * max(contrast_obj or 0.0, 1e-3)
             seen = (plate.valid >= 1).astype(np.float32)
             informative = np.maximum(seen, np.clip(plate.change / k, 0.0, 1.0))
             moved = np.maximum(seen, np.clip((plate.change - 3 * sigma) / (3 * sigma), 0.0, 1.0))
         # see-through test on the neighbours' least object-like samples
         rc = max(1, int(0.012 * max(h, w)))
         deep = cv2.erode(mask.astype(np.uint8), np.ones((2 * rc + 1, 2 * rc + 1), np.uint8)) > 0
-        nb = plate.lowest_nb
         if nb is not None:
             deep &= np.isfinite(nb).all(axis=2)
             if deep.sum() > 20:
