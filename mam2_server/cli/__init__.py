@@ -13,7 +13,7 @@ import sys
 
 from mam2_server import __version__
 
-SUBCOMMANDS = ("matte", "eval", "synth", "demo", "serve", "keys", "bench", "train")
+SUBCOMMANDS = ("matte", "batch", "eval", "synth", "demo", "serve", "keys", "bench", "train")
 
 
 class CLIError(Exception):
