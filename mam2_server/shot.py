@@ -48,10 +48,10 @@ def matte_shot(source: SequenceSource, prompts: Sequence[Prompt], engine: Engine
     with tqdm(total=total, desc=f"{engine.name}", unit="frame", disable=not progress, leave=False) as bar:
         for result in engine.run(source, prompts, only=only):
             like = source.info(result.frame)
-            write_alpha_frame(pattern, result.frame, result.alpha, like=like)
-            if rgba_pattern is not None:
+            if rgba_pattern is not None:  # first: a frame whose alpha exists is complete (batch resume)
                 plate = source.linear(result.frame)
                 write_rgba_frame(rgba_pattern, result.frame, premultiplied_rgba(plate, result.alpha), like)
+            write_alpha_frame(pattern, result.frame, result.alpha, like=like)
             report.written.append(result.frame)
             bar.update(1)
     report.seconds = time.perf_counter() - start

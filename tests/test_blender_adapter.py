@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 HERE = Path(__file__).resolve().parent
@@ -62,8 +63,14 @@ def test_sequence_pattern_and_frames_on_disk(plates):
     assert jobspec.sequence_pattern("/a/sh10_0100_v2.exr") == "/a/sh10_0100_v#.exr"  # Blender: last digit run
 
 
-def test_exr_size_reads_the_header(plates):
+def test_exr_size_reads_the_header(plates, tmp_path):
     assert jobspec.exr_size(str(plates / "plate.0001.exr")) == (W, H)
+    # a bbox inside the frame: the display window is the frame the server and the y flip use
+    from mam2_server.io.image import ImageInfo
+    info = ImageInfo(x=5, y=4, width=20, height=10, full_x=0, full_y=0, full_width=W, full_height=H,
+                     channels=("R", "G", "B"))
+    write_image(tmp_path / "bbox.exr", np.zeros((10, 20, 3), np.float32), channels=("R", "G", "B"), info=info)
+    assert jobspec.exr_size(str(tmp_path / "bbox.exr")) == (W, H)
     (plates / "x.exr").write_bytes(b"nope")
     with pytest.raises(jobspec.Refused, match="not an OpenEXR"):
         jobspec.exr_size(str(plates / "x.exr"))

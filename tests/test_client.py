@@ -125,3 +125,28 @@ def test_reentrant_call_from_a_callback_is_refused_and_a_failing_callback_cancel
             assert isinstance(c.get_alpha("cb", [1])[0][1].to_numpy(), np.ndarray)
     finally:
         server.stop()
+
+
+def test_tracking_job_reports_a_malformed_reply_instead_of_raising(monkeypatch, tmp_path):
+    """A host's inline (headless) run calls run_job directly: any failure must come back as a message."""
+    import threading
+
+    from host_plugins.mam2_client import track
+
+    class OddServer:
+        def hello(self):
+            return {"engine": "classic"}
+
+        def open_shot(self, *args, **kwargs):
+            return {}  # no "received": a server from another version
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(track, "ensure_server", lambda *args, **kwargs: OddServer())
+    job = track.TrackJob(address="tcp://127.0.0.1:1", start_server=False, engine=track.ENGINE_DEFAULT, shot="s",
+                         first=1, last=2, width=8, height=8, plates={1: "a.exr", 2: "b.exr"},
+                         prompt=track.ShotPrompt(frame=1, box=(1, 1, 6, 6)),
+                         output_pattern=str(tmp_path / "a.%04d.exr"))
+    result = track.run_job(job, threading.Event(), lambda message, percent: None)
+    assert result.error.startswith("internal error") and "received" in result.error

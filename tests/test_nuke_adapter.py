@@ -152,7 +152,8 @@ def test_any_other_input_is_rendered_to_exr_first(node, tmp_path):
     press(node, "track")
     assert status(node).startswith("Done: 3 frames computed"), status(node)
     assert nuke.executed == [("Write1", 1, 3)] and node.node("Write1") is None  # temp Write removed
-    assert (tmp_path / "alpha" / "plates" / "plate.0003.exr").exists()
+    # rendered per shot: two nodes sharing an alpha folder never read each other's plates
+    assert (tmp_path / "alpha" / "plates" / node["shot"].value() / "plate.0003.exr").exists()
 
 
 def test_cancel_stops_after_the_frame_in_progress(node, tmp_path):

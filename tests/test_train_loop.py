@@ -108,23 +108,25 @@ def test_cli_train_writes_loadable_checkpoints_and_resumes(tmp_path, capsys):
             "--batch-clips", "1", "--quiet"]
     assert main(args) == 0
     assert "stage 1 steps 1-2" in capsys.readouterr().out
-    model, report = load_model(out / "last.safetensors", device="cpu")
+    model, report = load_model(out / "stage1_last.safetensors", device="cpu")
     assert report is None and model.config.name == "tiny"
-    _, meta, optim = load_training_checkpoint(out / "last.safetensors")
+    _, meta, optim = load_training_checkpoint(out / "stage1_last.safetensors")
     assert meta["train_step"] == "2" and meta["train_stage"] == "1" and optim is not None
 
     resume = ["train", "--stage", "1", "--steps", "3", "--out", str(out), "--frames", "2", "--batch-clips", "1",
-              "--quiet", "--resume", str(out / "last.safetensors")]
+              "--quiet", "--resume", str(out / "stage1_last.safetensors")]
     assert main(resume) == 0
     assert "steps 3-3" in capsys.readouterr().out
-    _, meta, _ = load_training_checkpoint(out / "last.safetensors")
-    assert meta["train_step"] == "3" and (out / "step_000003.safetensors").is_file()
+    _, meta, _ = load_training_checkpoint(out / "stage1_last.safetensors")
+    assert meta["train_step"] == "3" and (out / "stage1_step_000003.safetensors").is_file()
     steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
 
-    # stage 2 starts from the stage 1 weights with --init
-    assert main(["train", "--stage", "2", "--steps", "1", "--out", str(tmp_path / "s2"), "--quiet",
-                 "--init", str(out / "last.safetensors")]) == 0
+    # stage 2 starts from the stage 1 weights with --init, in the same folder without touching them
+    assert main(["train", "--stage", "2", "--steps", "1", "--out", str(out), "--quiet",
+                 "--init", str(out / "stage1_last.safetensors")]) == 0
+    assert load_training_checkpoint(out / "stage1_last.safetensors")[1]["train_stage"] == "1"
+    assert load_training_checkpoint(out / "stage2_last.safetensors")[1]["train_stage"] == "2"
     capsys.readouterr()
     assert main(["train", "--stage", "3", "--steps", "1", "--out", str(tmp_path / "x")]) == 2
     assert "--stage must be 1 or 2" in capsys.readouterr().err
@@ -132,5 +134,5 @@ def test_cli_train_writes_loadable_checkpoints_and_resumes(tmp_path, capsys):
                  "--resume", str(tmp_path / "missing.safetensors")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
     assert main(["train", "--stage", "2", "--steps", "9", "--out", str(tmp_path / "x"),
-                 "--resume", str(out / "last.safetensors")]) == 1  # stage mismatch (CheckpointError)
+                 "--resume", str(out / "stage1_last.safetensors")]) == 1  # stage mismatch (CheckpointError)
     assert "cannot resume stage 2" in capsys.readouterr().err

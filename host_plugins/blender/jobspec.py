@@ -69,7 +69,9 @@ def sequence_frames(pattern: str) -> list[int]:
 
 
 def exr_size(path: str) -> tuple[int, int]:
-    """(width, height) of an OpenEXR file's data window, from its header (no image library)."""
+    """(width, height) of an OpenEXR file's display window (the frame the server and the prompt's y
+    flip work in; the data window may be a bbox inside it or overscan around it), from its header
+    (no image library)."""
     with open(path, "rb") as fh:
         if fh.read(4) != b"\x76\x2f\x31\x01":
             raise Refused(f"{path} is not an OpenEXR file")
@@ -81,11 +83,11 @@ def exr_size(path: str) -> tuple[int, int]:
         type_end = header.index(b"\0", name_end + 1)
         (size,) = struct.unpack_from("<i", header, type_end + 1)
         value = type_end + 5
-        if header[pos:name_end] == b"dataWindow":
+        if header[pos:name_end] == b"displayWindow":
             x0, y0, x1, y1 = struct.unpack_from("<4i", header, value)
             return x1 - x0 + 1, y1 - y0 + 1
         pos = value + size
-    raise Refused(f"{path} has no dataWindow in its header")
+    raise Refused(f"{path} has no displayWindow in its header")
 
 
 def image_user_frames(first: int, last: int) -> tuple[int, int, int]:

@@ -183,6 +183,8 @@ def run_job(job: TrackJob, cancel: threading.Event, progress: Progress) -> JobRe
         result.error = str(exc)
     except OSError as exc:
         result.error = f"cannot write the alpha: {exc}"
+    except Exception as exc:  # a malformed reply or a bug: still a message for the artist, never a crash
+        result.error = f"internal error: {exc!r}"
     finally:
         if client is not None:
             client.close()

@@ -70,13 +70,14 @@ def _start(node, *, retrack: bool) -> None:
     if not nuke.GUI:
         _finish(node, job, core.run_job(job, event, lambda message, percent: None), frames)
         return
-    worker = threading.Thread(target=_work, args=(node, job, event, frames), name=f"mam2-{key}", daemon=True)
+    title = f"MAM2 {node.name()}"  # read here: knobs and names only on the main thread
+    worker = threading.Thread(target=_work, args=(node, title, job, event, frames), name=f"mam2-{key}", daemon=True)
     _jobs[key] = (worker, event)
     worker.start()
 
 
-def _work(node, job: core.TrackJob, event: threading.Event, frames: list[int]) -> None:
-    task = nuke.ProgressTask(f"MAM2 {node.name()}")
+def _work(node, title: str, job: core.TrackJob, event: threading.Event, frames: list[int]) -> None:
+    task = nuke.ProgressTask(title)
 
     def progress(message: str, percent: int) -> None:
         if task.isCancelled():
@@ -159,7 +160,7 @@ def _plates(node, plate, first: int, last: int) -> dict[int, str]:
         if pattern.lower().endswith(".exr"):  # EXR plates are scene-linear; the server reads them itself
             return {f: core.frame_path(pattern, f) for f in range(first, last + 1)}
     pattern = os.path.join(os.path.dirname(core.alpha_pattern(node["output_dir"].value(), node["shot"].value())),
-                           "plates", "plate.%04d.exr").replace(os.sep, "/")
+                           "plates", node["shot"].value(), "plate.%04d.exr").replace(os.sep, "/")  # per shot
     os.makedirs(os.path.dirname(pattern), exist_ok=True)
     with node:
         write = nuke.nodes.Write(file=pattern, file_type="exr", channels="rgb")

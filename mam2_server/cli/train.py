@@ -6,7 +6,7 @@ matter on IM samples. The data are synthetic clips from `mam2 synth`'s generator
 exact alpha: the only training data this repository has (no real datasets are bundled),
 so this command is for smoke runs and for checking the training code, not for weights
 that generalise. Checkpoints are MAM2 safetensors usable with
-`mam2 matte --engine mam2 --checkpoint OUT/last.safetensors`.
+`mam2 matte --engine mam2 --checkpoint OUT/stage2_last.safetensors` (or `stage1_last`).
 """
 from __future__ import annotations
 
@@ -62,7 +62,10 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     start, optim_state = 0, None
     if args.resume:
-        model, start, optim_state = resume_state(args.resume, args.stage, device=device)
+        model, start, optim_state, run_seed = resume_state(args.resume, args.stage, device=device)
+        if run_seed != args.seed:  # the data stream and the noise follow the run's seed
+            print(f"mam2 train: --resume continues with the run's seed {run_seed} (not --seed {args.seed})")
+            args.seed = run_seed
     elif args.init:
         model, _ = load_model(args.init, device=device)
     else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -140,8 +141,13 @@ def save_training_checkpoint(model: MAM2Model, optimizer: torch.optim.Optimizer 
     """MAM2 safetensors + training metadata; the optimizer state (if any) in `<path>.optim.pt`."""
     meta = {"train_stage": str(stage), "train_step": str(step), "train_seed": str(seed)}
     path = save_mam2(model, path, extra_metadata=meta)
-    if optimizer is not None:
-        torch.save(optimizer.state_dict(), _optim_path(path))
+    optim = _optim_path(path)
+    if optimizer is None:
+        optim.unlink(missing_ok=True)  # never pair these weights with an older run's optimizer
+    else:
+        tmp = optim.with_name(f".{optim.name}.tmp")
+        torch.save(optimizer.state_dict(), tmp)
+        os.replace(tmp, optim)  # whole or not at all
     return path
 
 
@@ -178,7 +184,7 @@ def train(model: MAM2Model, data: SyntheticMattingData, *, stage: int, steps: in
     """Train `stage` from step `start_step` to `steps` (total, so a resumed run continues the count).
 
     Writes `out_dir/step_NNNNNN.safetensors` every `save_every` steps (0: only at the end), plus
-    `out_dir/last.safetensors` and `out_dir/train_log.jsonl` (one JSON line per step).
+    `out_dir/stage{S}_last.safetensors` and `out_dir/train_log.jsonl` (one JSON line per step).
     """
     from tqdm import tqdm
 
@@ -209,10 +215,10 @@ def train(model: MAM2Model, data: SyntheticMattingData, *, stage: int, steps: in
                 log(step + 1, result)
             if save_every and (step + 1) % save_every == 0 and step + 1 < steps:
                 run.checkpoints.append(save_training_checkpoint(
-                    model, optimizer, out_dir / f"step_{step + 1:06d}.safetensors", stage=stage, step=step + 1,
-                    seed=seed))
-    final = out_dir / f"step_{run.last_step:06d}.safetensors"
-    for path in (final, out_dir / "last.safetensors"):
+                    model, optimizer, out_dir / f"stage{stage}_step_{step + 1:06d}.safetensors", stage=stage,
+                    step=step + 1, seed=seed))
+    final = out_dir / f"stage{stage}_step_{run.last_step:06d}.safetensors"
+    for path in (final, out_dir / f"stage{stage}_last.safetensors"):
         run.checkpoints.append(save_training_checkpoint(model, optimizer, path, stage=stage, step=run.last_step,
                                                         seed=seed))
     model.eval()
@@ -220,11 +226,11 @@ def train(model: MAM2Model, data: SyntheticMattingData, *, stage: int, steps: in
 
 
 def resume_state(path: str | Path, stage: int, *, device: str | torch.device = "cpu"):
-    """(model, next step, optimizer state) to continue a run; the stage must match."""
+    """(model, next step, optimizer state, seed) to continue a run; the stage must match."""
     model, meta, optim = load_training_checkpoint(path, device=device)
     if "train_step" not in meta:
         raise CheckpointError(f"{path}: not a training checkpoint (no train_step metadata); use --init for it")
     if int(meta.get("train_stage", stage)) != stage:
         raise CheckpointError(f"{path}: a stage {meta['train_stage']} checkpoint cannot resume stage {stage}; "
                               f"use --init to start stage {stage} from it")
-    return model, int(meta["train_step"]), optim
+    return model, int(meta["train_step"]), optim, int(meta.get("train_seed", 0))
