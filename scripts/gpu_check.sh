@@ -4,7 +4,10 @@
 #   OUT=/tmp/mam2_gpu BUDGET_S=290 bash scripts/gpu_check.sh
 #
 # Runs from the repo root with the pure-Python packages the model needs (sam2, hydra,
-# omegaconf, antlr4, iopath, portalocker) in .gpu_site/ when they are not installed.
+# omegaconf, antlr4, iopath, portalocker) in .gpu_site/ when they are not installed. Make it
+# from a local `python3 install.py` venv (ignored by git; ~3.4 MB):
+#   mkdir -p .gpu_site && for p in sam2 hydra omegaconf antlr4 iopath portalocker; do
+#     cp -r .venv/lib/python3*/site-packages/$p .gpu_site/; done
 # Needs torch (CUDA), numpy, pyyaml, pytest; not OpenImageIO/pyzmq/pymatting (the timings
 # go through `python -m mam2_server.bench.model`, not the `mam2` command). Every step has
 # a time limit and the whole run stops starting steps after BUDGET_S seconds. Writes
