@@ -117,12 +117,8 @@ def test_addon_files_do_not_import_bpy_in_the_bpy_free_module():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    proc = ServerProcess(tmp_path_factory.mktemp("blender") / "cache", delay=0.05)
-    try:
-        proc.wait_ready()
+    with ServerProcess(tmp_path_factory.mktemp("blender") / "cache", delay=0.05) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def test_the_addon_in_blender_tracks_retracks_cancels_and_reports_errors(server, plates, tmp_path):

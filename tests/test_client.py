@@ -42,14 +42,10 @@ print('ok', values[0])
 
 
 def test_client_works_without_numpy_or_mam2_server(tmp_path):
-    server = ServerProcess(tmp_path / "cache")
-    try:
-        server.wait_ready()
+    with ServerProcess(tmp_path / "cache") as server:
         out = subprocess.run([sys.executable, "-c", _NO_NUMPY, server.address], cwd=ROOT, capture_output=True,
                              text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
         assert out.returncode == 0 and out.stdout.startswith("ok"), out.stderr + server.tail()
-    finally:
-        server.stop()
 
 
 def test_server_down_times_out_with_a_clear_message():
@@ -109,9 +105,7 @@ def test_reentrant_call_from_a_callback_is_refused_and_a_failing_callback_cancel
 
     from host_plugins.mam2_client import MAM2Error
     from test_server_support import clip
-    server = ServerProcess(tmp_path / "cache", delay=0.2)
-    try:
-        server.wait_ready()
+    with ServerProcess(tmp_path / "cache", delay=0.2) as server:
         with server.client() as c:
             c.open_shot("cb", first=1, last=10, width=64, height=48)
             c.put_frames("cb", {i + 1: f for i, f in enumerate(clip(10))})
@@ -123,8 +117,6 @@ def test_reentrant_call_from_a_callback_is_refused_and_a_failing_callback_cancel
                 time.sleep(0.1)
             assert c.status()["jobs"] == []
             assert isinstance(c.get_alpha("cb", [1])[0][1].to_numpy(), np.ndarray)
-    finally:
-        server.stop()
 
 
 def test_tracking_job_reports_a_malformed_reply_instead_of_raising(monkeypatch, tmp_path):

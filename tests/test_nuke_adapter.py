@@ -34,12 +34,8 @@ import mam2_nuke
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    proc = ServerProcess(tmp_path_factory.mktemp("nuke") / "cache", delay=0.03)
-    try:
-        proc.wait_ready()
+    with ServerProcess(tmp_path_factory.mktemp("nuke") / "cache", delay=0.03) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture

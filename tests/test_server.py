@@ -117,9 +117,7 @@ def test_retrack_from_corrected_keyframe_returns_only_changed_frames(client):
 
 def test_cancel_mid_propagate_and_status_answers_meanwhile(tmp_path):
     # frames take 1.5 s: answers within 0.75 s cannot have waited for one
-    server = ServerProcess(tmp_path / "cache", delay=1.5)
-    try:
-        server.wait_ready()
+    with ServerProcess(tmp_path / "cache", delay=1.5) as server:
         with server.client() as c:
             worker, result = _propagate_in_background(c, "slow", clip(20))
             time.sleep(2.0)
@@ -139,21 +137,15 @@ def test_cancel_mid_propagate_and_status_answers_meanwhile(tmp_path):
             # the frames it finished are cached; the rest are computed by the next run
             again = c.propagate("slow", first=1, last=len(r.computed) + 2)
             assert sorted(again.cached) == sorted(r.computed) and len(again.computed) == 2
-    finally:
-        server.stop()
 
 
 def test_progress_callback_false_cancels(tmp_path):
-    server = ServerProcess(tmp_path / "cache", delay=0.1)
-    try:
-        server.wait_ready()
+    with ServerProcess(tmp_path / "cache", delay=0.1) as server:
         with server.client() as c:
             _upload(c, "cb", clip(12))
             c.add_prompt("cb", 1, box=BOX)
             r = c.propagate("cb", on_progress=lambda done, total, frame: done < 3)
             assert r.cancelled and 3 <= len(r.computed) < 12
-    finally:
-        server.stop()
 
 
 def test_two_clients_two_shots_at_once(server):
@@ -203,9 +195,7 @@ def test_kill9_mid_propagate_then_restart_serves_finished_frames_from_cache(tmp_
     finally:
         server.stop()
     assert 5 <= len(got) < 30
-    restarted = ServerProcess(cache)
-    try:
-        restarted.wait_ready()
+    with ServerProcess(cache) as restarted:
         with restarted.client() as c:
             reply = c.open_shot("crash", first=1, last=30, width=64, height=48)
             assert reply["resumed"] and reply["received"] == list(range(1, 31)) and reply["keyframes"] == [1]
@@ -216,8 +206,6 @@ def test_kill9_mid_propagate_then_restart_serves_finished_frames_from_cache(tmp_
             r = c.propagate("crash")
             assert set(got) <= set(r.cached)
             assert sorted(r.computed) == sorted(set(range(1, 31)) - set(r.cached))
-    finally:
-        restarted.stop()
 
 
 def _swallow(fn):
@@ -229,9 +217,7 @@ def _swallow(fn):
 
 def test_lru_eviction_under_memory_budget_reloads_from_disk(tmp_path):
     # a 64x48 float32 mask is 12,288 bytes: a second shot with a mask prompt evicts the first
-    server = ServerProcess(tmp_path / "cache", extra=("--memory-budget", "20000"))
-    try:
-        server.wait_ready()
+    with ServerProcess(tmp_path / "cache", extra=("--memory-budget", "20000")) as server:
         with server.client() as c:
             frames = clip(4, seed=6)
             for shot in ("lru_a", "lru_b", "lru_c"):
@@ -244,8 +230,6 @@ def test_lru_eviction_under_memory_budget_reloads_from_disk(tmp_path):
             # an evicted shot comes back transparently, prompts (mask included) and cache intact
             r = c.propagate("lru_a")
             assert r.computed == [] and sorted(r.cached) == [1, 2, 3, 4]
-    finally:
-        server.stop()
 
 
 def test_errors_are_typed_and_paths_sanitised(client):
@@ -341,9 +325,7 @@ def test_real_engine_through_the_server_equals_engine_run(tmp_path, engine):
     from mam2_server.engines import create_engine
     frames = clip(4, seed=7)
     box = (6, 8, 32, 32)
-    server = ServerProcess(tmp_path / "cache", engine=engine)
-    try:
-        server.wait_ready()
+    with ServerProcess(tmp_path / "cache", engine=engine) as server:
         with server.client() as c:
             assert c.hello()["engine"] == engine
             _upload(c, "real", frames)
@@ -353,8 +335,6 @@ def test_real_engine_through_the_server_equals_engine_run(tmp_path, engine):
         assert sorted(result.alphas) == [1, 2, 3, 4]
         for f, a in result.alphas.items():
             np.testing.assert_array_equal(a.to_numpy(), expected[f])
-    finally:
-        server.stop()
 
 
 def test_engine_failure_is_an_error_reply_and_the_server_stays_up(tmp_path):
@@ -376,9 +356,7 @@ def test_engine_failure_is_an_error_reply_and_the_server_stays_up(tmp_path):
 
 def test_sigterm_mid_propagate_ends_the_job_cleanly(tmp_path):
     import signal
-    server = ServerProcess(tmp_path / "cache", delay=0.3)
-    try:
-        server.wait_ready()
+    with ServerProcess(tmp_path / "cache", delay=0.3) as server:
         with server.client() as c:
             worker, result = _propagate_in_background(c, "term", clip(20))
             time.sleep(1.0)
@@ -386,14 +364,10 @@ def test_sigterm_mid_propagate_ends_the_job_cleanly(tmp_path):
             worker.join(15)
             assert result["r"].cancelled and len(result["r"].computed) < 20
             assert server.proc.wait(15) == 0
-    finally:
-        server.stop()
 
 
 def test_edits_during_a_propagate_never_mix_prompts_and_cache(tmp_path):
-    server = ServerProcess(tmp_path / "cache", delay=0.2)
-    try:
-        server.wait_ready()
+    with ServerProcess(tmp_path / "cache", delay=0.2) as server:
         with server.client() as c, server.client() as other:
             frames = clip(8, seed=8)
             worker, result = _propagate_in_background(c, "edit", frames)
@@ -410,5 +384,3 @@ def test_edits_during_a_propagate_never_mix_prompts_and_cache(tmp_path):
             expected = direct_alphas(FastEngine(), frames, [Prompt(frame=1, box=new_box)])
             for f, a in again.alphas.items():
                 np.testing.assert_array_equal(a.to_numpy(), expected[f])
-    finally:
-        server.stop()

@@ -93,6 +93,18 @@ class ServerProcess:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
+    def __enter__(self) -> "ServerProcess":
+        """Wait until it answers (stopping it if it never does); `with` stops it on the way out."""
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def client(self, **kwargs):
         from host_plugins.mam2_client import Client
         kwargs.setdefault("timeout", 20.0)
