@@ -105,11 +105,10 @@ def _finish(node, job: core.TrackJob, result: core.JobResult, frames: list[int])
             read[name].setValue(value)
         read["reload"].execute()
         node.node(COPY_NODE)["disable"].setValue(False)
-    text = core.summary(result, frames)
     if result.error:
         _fail(node, result.error)
     else:
-        _status(node, text)
+        _status(node, core.summary(result, frames))
 
 
 def _build_job(node, retrack: bool) -> core.TrackJob:

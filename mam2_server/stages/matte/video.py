@@ -76,7 +76,6 @@ class VideoMatter(Matter):
                  fd_percentile: float = 80.0, raise_from: float = 0.3,
                  align_slack: int = 1, contrast_floor: float = 0.3, change_gate: float = 0.25,
                  switch_below: float = 0.5, switch_coherence: float = 0.3) -> None:
-        self.switch_below = switch_below
         self._layer_dir = LayerDirection(switch_below, switch_coherence, fd_percentile)
         self.change_gate = change_gate
         self.layer_weight = layer_weight
@@ -207,7 +206,7 @@ class VideoMatter(Matter):
         d, fd_obj, contrast_obj = self._direction, self._fd, self._contrast
         h, w = mask.shape
         B, nb = plate.lowest, plate.lowest_nb
-        alt = self._layer_dir.update(lin, mask, plate, d) if self.switch_below > 0 else None
+        alt = self._layer_dir.update(lin, mask, plate, d) if self._layer_dir.switch_below > 0 else None
         dbg.update(explained=self._layer_dir.explained, coherence=self._layer_dir.coherence,
                    switched=self._layer_dir.switched)
         if alt is not None:
