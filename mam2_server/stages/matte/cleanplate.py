@@ -210,7 +210,7 @@ class CleanPlateEstimator:
         """
         cur = self._get(frame, linear)
         h, w = self.shape
-        samples, valids = [], []
+        valids = []
         change = aligned = None
         alls = []
         resampled = False
@@ -244,15 +244,15 @@ class CleanPlateEstimator:
                 ref = np.median(np.abs(cur[0][bgm] - np.median(cur[0][bgm], axis=0))) + 1e-4
                 if err > 0.5 * ref and err > 0.02:
                     continue
-            samples.append(np.where(revealed[..., None], warped, np.nan))
             valids.append(revealed)
             d = np.linalg.norm(warped - cur[0], axis=2)
             change = np.where(ok, d, 0.0) if change is None else np.maximum(change, np.where(ok, d, 0.0))
             aligned = ok.astype(np.int32) if aligned is None else aligned + ok
             alls.append(np.where(ok[..., None], warped, np.nan).astype(np.float32))
-        if len(samples) < 2:
+        if len(valids) < 2:
             return None
-        stack = np.stack(samples)  # (n, h, w, 3)
+        every = np.stack(alls)  # (n, h, w, 3): every aligned neighbour, NaN where it saw nothing
+        stack = np.where(np.stack(valids)[..., None], every, np.nan)  # only where the object uncovered it
         with np.errstate(all="ignore"):
             bg = _nanmedian0(stack)
             spread = _nanmedian0(np.abs(stack - bg[None])).max(axis=2)
@@ -264,7 +264,6 @@ class CleanPlateEstimator:
         if object_mask is not None:
             away &= ~object_mask
         noise = float(1.4826 * np.median(diff[away])) if away.sum() > 50 else 0.01
-        every = np.stack(alls)
         lowest = low_nb = None
         if direction is not None:
             lowest, low_nb = lowest_along(cur[0], every, direction)
