@@ -85,19 +85,73 @@ def test_ensure_server_reports_clearly_when_it_cannot_start(tmp_path, monkeypatc
                       timeout=0.2, log_path=tmp_path / "serve.log")
 
 
-def test_ensure_server_starts_a_local_server(tmp_path, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+def test_ensure_server_starts_a_local_server_with_a_clean_environment(tmp_path, monkeypatch):
+    from host_plugins.mam2_client import launcher
+    monkeypatch.setenv("PYTHONPATH", "/nonexistent/host/python/lib")  # a host's own Python setup
+    monkeypatch.setenv("PYTHONHOME", "/nonexistent/host/python")      # would break the server's interpreter
     address = f"tcp://127.0.0.1:{free_port()}"
     client = ensure_server(address, command=[sys.executable, "-m", "mam2_server.cli"], wait=60, timeout=0.5,
                            serve_args=["--cache-dir", str(tmp_path / "cache"),
                                        "--engine-factory", "test_server_support:fast_engine"],
+                           env={"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])},
                            log_path=tmp_path / "serve.log")
     try:
         assert client.hello()["engine"] == "testfast"
         assert ensure_server(address, timeout=2).hello()["protocol"] == 1  # found, not started twice
+        server = launcher.started_server(address)
+        assert server is not None and server.running()
+        restarted = launcher.restart_server(address, timeout=0.5)  # same command, arguments and environment
+        assert restarted.hello()["engine"] == "testfast"
+        assert not server.running()
+        assert launcher.started_server(address) is not server
+        restarted.close()
+        assert launcher.stop_server(address)
+        assert launcher.started_server(address) is None
+        assert not launcher.stop_server(address)  # nothing of ours there any more
+        with pytest.raises(ServerUnavailable):
+            ensure_server(address, start=False, timeout=0.3)
     finally:
-        client.shutdown()
         client.close()
+        launcher.stop_started_servers()
+
+
+_HOST = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from host_plugins.mam2_client import ensure_server
+client = ensure_server(sys.argv[2], command=[sys.argv[3], "-m", "mam2_server.cli"], wait=60, timeout=0.5,
+                       serve_args=["--cache-dir", sys.argv[4], "--engine-factory", "test_server_support:fast_engine"],
+                       env={"PYTHONPATH": sys.argv[5]})
+from host_plugins.mam2_client import launcher
+print(client.hello()["engine"], launcher.started_server(sys.argv[2]).process.pid, flush=True)
+import os
+if sys.argv[6] == "crash":
+    os._exit(1)  # no atexit: the server must notice by itself
+"""
+
+
+@pytest.mark.parametrize("how", ["exit", "crash"])
+def test_a_server_started_by_a_host_does_not_outlive_it(tmp_path, how):
+    from mam2_server.server.watchdog import process_alive
+    address = f"tcp://127.0.0.1:{free_port()}"
+    host = subprocess.run([sys.executable, "-c", _HOST, str(ROOT), address, sys.executable, str(tmp_path / "cache"),
+                           os.pathsep.join([str(ROOT), str(ROOT / "tests")]), how],
+                          capture_output=True, text=True, timeout=90)
+    engine, pid = host.stdout.split()
+    assert engine == "testfast", host.stderr
+    deadline = time.monotonic() + 20
+    while process_alive(int(pid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not process_alive(int(pid)), f"the server outlived its host ({how})"
+    with pytest.raises(ServerUnavailable):
+        Client(address, timeout=0.3, retries=1).hello()
+
+
+def test_exit_with_refuses_a_process_that_does_not_exist(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "mam2_server.cli", "serve", "--address",
+                          f"tcp://127.0.0.1:{free_port()}", "--cache-dir", str(tmp_path), "--engine", "baseline",
+                          "--exit-with", "999999999"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 2 and "no such process" in out.stderr
 
 
 def test_reentrant_call_from_a_callback_is_refused_and_a_failing_callback_cancels(tmp_path):

@@ -2,7 +2,7 @@
 
 Binds tcp://127.0.0.1:5557 by default. Any non-loopback address needs CURVE keys
 (`mam2 keys DIR`, then `--curve DIR`). Stops cleanly on Ctrl-C, SIGTERM or a
-`shutdown` request. Alphas are cached in --cache-dir, so a restarted server
+`shutdown` request (or when the --exit-with process ends). Alphas are cached in --cache-dir, so a restarted server
 serves every finished frame again without recomputing it.
 """
 from __future__ import annotations
@@ -53,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--allow-path", type=Path, action="append", metavar="DIR",
                         help="only read 'path' frames below DIR (repeatable; default: any readable file on a "
                              "loopback address, none on any other)")
+    parser.add_argument("--exit-with", type=int, metavar="PID",
+                        help="shut down when process PID exits (host plugins pass their own pid, so a server they "
+                             "started never outlives them)")
     parser.set_defaults(func=run)
 
 
@@ -85,6 +88,11 @@ def run(args: argparse.Namespace) -> int:
     except SecurityError as exc:
         raise CLIError(str(exc)) from None
     server.install_signal_handlers()
+    if args.exit_with is not None:
+        from mam2_server.server.watchdog import process_alive, watch_process
+        if not process_alive(args.exit_with):
+            raise CLIError(f"--exit-with {args.exit_with}: no such process")
+        watch_process(args.exit_with, server.stop, server.stopping)
     quiet = logging.getLogger().getEffectiveLevel() > logging.INFO  # else the INFO log says it
     server.serve_forever(on_bound=lambda address: print(
         f"mam2 serve: listening on {address} (engine {engine.name}, device {server.handlers.device}); "

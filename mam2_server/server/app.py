@@ -84,6 +84,11 @@ class Server:
         """Ask the loop to finish (thread-safe, signal-safe)."""
         self._stop.set()
 
+    @property
+    def stopping(self) -> threading.Event:
+        """Set once the server has been asked to stop."""
+        return self._stop
+
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda signum, frame: self._on_signal(signum))
