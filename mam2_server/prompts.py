@@ -37,6 +37,7 @@ class Prompt:
     box: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1 (x0 < x1, y0 < y1)
     points: tuple[Point, ...] = ()
     mask: np.ndarray | None = field(default=None, repr=False)  # (H, W) in [0, 1], > 0.5 is the object
+    mask_path: str | None = None  # where `mask` was read from (kept so the prompt can be written back)
 
     def __post_init__(self) -> None:
         if self.box is not None:
@@ -99,24 +100,44 @@ class Prompt:
         if self.points:
             out["points"] = [[p.x, p.y, p.label] for p in self.points]
         if self.mask is not None:
-            raise PromptError("mask prompts are not stored in prompt JSON; pass the mask image instead")
+            if self.mask_path is None:
+                raise PromptError("a mask prompt is stored in prompt JSON as its image's path; this one has none")
+            out["mask"] = self.mask_path
         return out
 
     @classmethod
-    def from_json(cls, obj: dict) -> "Prompt":
+    def from_json(cls, obj: dict, base: str | Path | None = None) -> "Prompt":
+        """A prompt from JSON; "mask" is an image path (relative to `base`, e.g. the JSON file's folder)
+        read with `mam2_server.io.mask.read_mask`."""
         if not isinstance(obj, dict) or "frame" not in obj:
             raise PromptError(f"a prompt is an object with a 'frame' key, got {obj!r}")
-        unknown = set(obj) - {"frame", "box", "points"}
+        unknown = set(obj) - {"frame", "box", "points", "mask"}
         if unknown:
-            raise PromptError(f"unknown prompt keys {sorted(unknown)} (allowed: frame, box, points)")
+            raise PromptError(f"unknown prompt keys {sorted(unknown)} (allowed: frame, box, points, mask)")
+        mask = mask_path = None
+        if "mask" in obj:
+            if not isinstance(obj["mask"], str) or not obj["mask"]:
+                raise PromptError(f"'mask' is the path of a mask image, got {obj['mask']!r}")
+            mask_path = str(Path(base or ".") / obj["mask"])
+            mask = load_mask(mask_path)
         try:
             points = tuple(Point(float(p[0]), float(p[1]), int(p[2]) if len(p) > 2 else FOREGROUND)
                            for p in obj.get("points", []))
-            return cls(frame=int(obj["frame"]), box=obj.get("box"), points=points)
+            return cls(frame=int(obj["frame"]), box=obj.get("box"), points=points, mask=mask, mask_path=mask_path)
         except (TypeError, IndexError, ValueError) as exc:
             if isinstance(exc, PromptError):
                 raise
             raise PromptError(f"bad prompt {obj!r}: {exc}") from None
+
+
+def load_mask(path: str | Path) -> np.ndarray:
+    """A mask image as a prompt mask (see `mam2_server.io.mask`); errors name the file."""
+    from mam2_server.io.image import ImageIOError
+    from mam2_server.io.mask import read_mask
+    try:
+        return read_mask(path)
+    except (ImageIOError, OSError) as exc:
+        raise PromptError(f"mask prompt: {exc}") from None
 
 
 def keyframes(prompts: Iterable[Prompt]) -> dict[int, Prompt]:
@@ -125,7 +146,8 @@ def keyframes(prompts: Iterable[Prompt]) -> dict[int, Prompt]:
 
 
 def load_prompts(path: str | Path) -> list[Prompt]:
-    """Read `[{"frame": N, "box": [x0,y0,x1,y1], "points": [[x, y, label], ...]}, ...]`."""
+    """Read `[{"frame": N, "box": [x0,y0,x1,y1], "points": [[x, y, label], ...], "mask": "m.png"}, ...]`
+    (mask paths relative to the file's folder)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -137,7 +159,7 @@ def load_prompts(path: str | Path) -> list[Prompt]:
         data = [data]
     if not isinstance(data, list) or not data:
         raise PromptError(f"{path}: expected a non-empty list of prompts")
-    return [Prompt.from_json(item) for item in data]
+    return [Prompt.from_json(item, base=path.parent) for item in data]
 
 
 def save_prompts(prompts: Sequence[Prompt], path: str | Path) -> None:

@@ -182,7 +182,7 @@ def _read_shot_prompts(shot: Shot, value: object, base: Path, fatal: list[str], 
         if isinstance(value, str) and value.strip():
             prompts = load_prompts(_resolve(base, value))
         elif isinstance(value, (list, dict)) and value:
-            prompts = [Prompt.from_json(item) for item in (value if isinstance(value, list) else [value])]
+            prompts = [Prompt.from_json(item, base=base) for item in (value if isinstance(value, list) else [value])]
         else:
             if value is not None:
                 fatal.append(f"{where}: 'prompts' is a prompt file name or a non-empty list, got {value!r}")

@@ -11,6 +11,7 @@ import importlib
 TARGETS = {
     "io": "reading, writing, encoding and colour-converting plates",
     "engines": "quality and speed of the engines side by side on the synthetic benchmark",
+    "stills": "the engines on still photographs with ground-truth alpha (a folder you point it at)",
     "model": "MAM2 network: parameters and ms per frame per stage",
     "server": "protocol/transport overhead and server memory over a long shot",
 }

@@ -2,9 +2,11 @@
 
 INPUT and OUTPUT are sequence patterns (plate.####.exr, plate.%04d.exr, plate.@@@@.exr).
 Coordinates are pixels of the full image, origin top-left; point labels: 1 = foreground,
-0 = background. Prompts on several keyframes come from --prompts (JSON list of
-{"frame": N, "box": [x0, y0, x1, y1], "points": [[x, y, label], ...]}); --box/--point
-add or replace the prompt on --prompt-frame (default: the first frame).
+0 = background. A mask (--mask, the roto workflow) is any image OpenImageIO reads, over the
+plate's full frame; its A channel (else its first channel) > 0.5 marks the object. Prompts on
+several keyframes come from --prompts (JSON list of {"frame": N, "box": [x0, y0, x1, y1],
+"points": [[x, y, label], ...], "mask": "path"}, mask paths relative to the JSON file);
+--box/--point/--mask add or replace the prompt on --prompt-frame (default: the first frame).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from mam2_server.engines import DEFAULT_ENGINE, EngineConfig, available_engines,
 from mam2_server.io.colour import ColourConverter
 from mam2_server.io.sequence import SequencePattern, format_frame_range, parse_frame_range
 from mam2_server.io.source import SequenceSource
-from mam2_server.prompts import Point, Prompt, keyframes, load_prompts
+from mam2_server.prompts import Point, Prompt, keyframes, load_mask, load_prompts
 from mam2_server.shot import matte_shot
 
 
@@ -60,7 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--frames", help="frame range, e.g. 1001-1100 (default: every frame found)")
     parser.add_argument("--box", type=parse_box, help="x0,y0,x1,y1 around the object")
     parser.add_argument("--point", type=parse_point, action="append", default=[], help="x,y[,label]; repeatable")
-    parser.add_argument("--prompt-frame", type=int, help="frame of --box/--point (default: first frame)")
+    parser.add_argument("--mask", help="mask image of the object (A channel, else the first; > 0.5 is the object)")
+    parser.add_argument("--prompt-frame", type=int, help="frame of --box/--point/--mask (default: first frame)")
     parser.add_argument("--prompts", help="JSON file with prompts on one or more keyframes")
     parser.add_argument("--colorspace",
                         help="the plates' colour space in the OCIO config ($OCIO, else OIIO's built-in config); "
@@ -75,13 +78,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def collect_prompts(args: argparse.Namespace, first_frame: int) -> list[Prompt]:
     prompts = load_prompts(args.prompts) if args.prompts else []
-    if args.box is not None or args.point:
+    if args.box is not None or args.point or args.mask:
         frame = first_frame if args.prompt_frame is None else args.prompt_frame
-        prompts.append(Prompt(frame=frame, box=args.box, points=tuple(args.point)))
+        mask = load_mask(args.mask) if args.mask else None
+        prompts.append(Prompt(frame=frame, box=args.box, points=tuple(args.point), mask=mask, mask_path=args.mask))
     elif args.prompt_frame is not None:
-        raise CLIError("--prompt-frame needs --box or --point")
+        raise CLIError("--prompt-frame needs --box, --point or --mask")
     if not prompts:
-        raise CLIError("no prompt: give --box, --point or --prompts")
+        raise CLIError("no prompt: give --box, --point, --mask or --prompts")
     return list(keyframes(prompts).values())
 
 

@@ -56,20 +56,23 @@ class _SourceBase(ABC):
         if frame not in self._frame_set:
             raise ValueError(f"frame {frame} is not in this source (frames {format_frame_range(self.frames)})")
 
+    def _plate(self, frame: int) -> np.ndarray:
+        return self._cache.raw(frame, "plate", lambda: self._load(frame))
+
     def linear(self, frame: int) -> np.ndarray:
-        """(height, width, 3) float32 scene-linear RGB over the display window, NaN/inf sanitised."""
+        """(height, width, 3) float32 scene-linear RGB over the display window, NaN/inf sanitised
+        (a display-encoded plate, e.g. an 8-bit sRGB PNG, decoded to linear)."""
         self._check(frame)
-        return self._cache.get(frame, "linear", lambda: self._load(frame))
+        return self._cache.get(frame, "linear", lambda: self.colour.to_linear(self._plate(frame)))
 
     def display(self, frame: int) -> np.ndarray:
         """(height, width, 3) float32 display-encoded RGB in [0, 1]."""
         self._check(frame)
-        return self._cache.get(frame, "display", lambda: self.colour.to_display(
-            self._cache.raw(frame, "linear", lambda: self._load(frame))))
+        return self._cache.get(frame, "display", lambda: self.colour.to_display(self._plate(frame)))
 
     @abstractmethod
     def _load(self, frame: int) -> np.ndarray:
-        """(height, width, 3) float32 scene-linear RGB of `frame`, read afresh."""
+        """(height, width, 3) float32 RGB of `frame` in the plate's colour space, read afresh."""
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -116,6 +119,8 @@ class SequenceSource(_SourceBase):
             self._infos[frame] = info
         assert first is not None
         self.width, self.height = first.full_width, first.full_height
+        # integer files are sRGB-encoded, float ones scene-linear, unless a colour space was given
+        self.colour = self.colour.for_pixel_type(first.pixel_type)
         self._cache = _FrameCache(2)
 
     def __repr__(self) -> str:

@@ -20,27 +20,31 @@ import numpy as np
 
 from mam2_server.prompts import FOREGROUND, Point, Prompt, save_prompts
 from mam2_server.synth.background import Camera, linear_to_srgb, pick_background
+from mam2_server.synth.conditions import CONDITIONS, LARGE, Camouflage, Midground, composite, magnify
 from mam2_server.synth.kinds_hard import Foliage, Hair, Solid
-from mam2_server.synth.kinds_soft import Fire, Glass, Smoke, Water
+from mam2_server.synth.kinds_soft import Cloud, Fire, Glass, Smoke, Water
 from mam2_server.synth.layer import Foreground
 
 _GENERATORS: dict[str, type[Foreground]] = {
     "solid": Solid, "hair": Hair, "smoke": Smoke, "fire": Fire, "glass": Glass, "foliage": Foliage, "water": Water,
+    "cloud": Cloud,
 }
 KINDS: tuple[str, ...] = tuple(_GENERATORS)
 CAMERAS: tuple[str, ...] = ("moving", "locked")
 
 
 class Layers(NamedTuple):
-    """One frame's layers, all float32 scene-linear: plate = premult + (1 - alpha) * background."""
+    """One frame's layers, all float32 scene-linear: plate = premult + (1 - alpha) * background
+    (mixed on sRGB-encoded values instead when `space` is 'srgb')."""
 
     premult: np.ndarray     # (H, W, 3) alpha * F
     alpha: np.ndarray       # (H, W) in [0, 1]
     background: np.ndarray  # (H, W, 3)
+    space: str = "linear"   # where the composite is done: "linear" or "srgb"
 
     @property
     def plate(self) -> np.ndarray:
-        return self.premult + (1.0 - self.alpha[..., None]) * self.background
+        return composite(self.premult, self.alpha, self.background, self.space)
 
     @property
     def foreground(self) -> np.ndarray:
@@ -61,8 +65,11 @@ class SynthClip:
     camera: str
     background: str
     prompt: Prompt | None = None  # box + one fg point on the first frame (set by make_clip)
+    condition: str = "standard"  # see synth.conditions
     _fg: Foreground = field(default=None, repr=False)  # type: ignore[assignment]
     _cam: Camera = field(default=None, repr=False)  # type: ignore[assignment]
+    _mid: Midground | None = field(default=None, repr=False)
+    _camo: Camouflage | None = field(default=None, repr=False)
     _last: tuple[int, Layers] | None = field(default=None, repr=False)
 
     def _time(self, frame: int) -> float:
@@ -75,8 +82,22 @@ class SynthClip:
         if self._last is not None and self._last[0] == frame:
             return self._last[1]
         t = self._time(frame)
-        premult, alpha = self._fg.render(t)
-        out = Layers(premult, alpha, self._cam.render(t))
+        premult, alpha = self._fg.render(0.0 if self.condition == "static" else t)
+        background = self._cam.render(t)
+        if self.condition == "large":
+            premult, alpha = magnify(premult, alpha, LARGE)
+        if self._camo is not None:
+            premult = self._camo.recolour(premult, alpha)
+        if self._mid is not None:
+            # the midground hides the object: what is seen of it is alpha (1 - m); everything behind
+            # the object's visible part (midground included) is its background
+            mid_p, mid_a = self._mid.render(t)
+            seen = alpha * (1.0 - mid_a)
+            rest = mid_p + ((1.0 - mid_a) * (1.0 - alpha))[..., None] * background
+            background = np.where((seen < 1.0)[..., None], rest / np.maximum(1.0 - seen, 1e-6)[..., None], 0.0)
+            premult, alpha = premult * (1.0 - mid_a)[..., None], seen
+        out = Layers(premult.astype(np.float32), alpha.astype(np.float32), background.astype(np.float32),
+                     "srgb" if self.condition == "srgb" else "linear")
         self._last = (frame, out)  # one frame only: memory stays flat while streaming
         return out
 
@@ -103,7 +124,7 @@ class SynthClip:
 
     def info(self) -> dict:
         return {"kind": self.kind, "width": self.width, "height": self.height, "frames": list(self.frames),
-                "seed": self.seed, "camera": self.camera, "background": self.background}
+                "seed": self.seed, "camera": self.camera, "background": self.background, "condition": self.condition}
 
 
 def prompt_from_alpha(alpha: np.ndarray, frame: int, *, threshold: float = 0.05, pad: float = 0.05) -> Prompt:
@@ -127,20 +148,33 @@ def prompt_from_alpha(alpha: np.ndarray, frame: int, *, threshold: float = 0.05,
 
 
 def make_clip(kind: str, *, num_frames: int = 8, width: int = 256, height: int = 144, seed: int = 0,
-              first_frame: int = 1001, camera: str = "moving", background: str | None = None) -> SynthClip:
-    """Build a clip (renders only the first frame, for the prompt)."""
+              first_frame: int = 1001, camera: str = "moving", background: str | None = None,
+              condition: str = "standard") -> SynthClip:
+    """Build a clip (renders only the first frame, for the prompt). `condition`: see `synth.conditions`
+    ('static' locks the camera, 'still' makes one frame)."""
     if kind not in _GENERATORS:
         raise ValueError(f"unknown kind {kind!r}; choose from {list(KINDS)}")
     if camera not in CAMERAS:
         raise ValueError(f"camera must be one of {CAMERAS}, got {camera!r}")
+    if condition not in CONDITIONS:
+        raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
     if num_frames < 1 or width < 16 or height < 16:
         raise ValueError(f"need num_frames >= 1 and a frame of at least 16x16, got {num_frames} x {width}x{height}")
+    if condition == "still":
+        num_frames = 1
+    if condition == "static":
+        camera = "locked"
     kind_index = KINDS.index(kind)
     bg = background or pick_background(seed, kind_index)
     fg = _GENERATORS[kind](np.random.default_rng([seed, kind_index, 2]), width, height, seed * 1000 + kind_index)
     cam = Camera(np.random.default_rng([seed, kind_index, 3]), bg, width, height, camera == "moving")
     frames = list(range(first_frame, first_frame + num_frames))
-    clip = SynthClip(kind, width, height, frames, seed, camera, bg, None, fg, cam)
+    mid = camo = None
+    if condition == "parallax":
+        mid = Midground(np.random.default_rng([seed, kind_index, 4]), width, height, num_frames, seed * 1000 + 7)
+    if condition == "camouflage":
+        camo = Camouflage(np.random.default_rng([seed, kind_index, 5]), cam.render(0.0))
+    clip = SynthClip(kind, width, height, frames, seed, camera, bg, None, condition, fg, cam, mid, camo)
     clip.prompt = prompt_from_alpha(clip.alpha(frames[0]), frames[0])
     return clip
 

@@ -1,4 +1,4 @@
-"""Soft and semi-transparent foregrounds: smoke, fire, glass, water."""
+"""Soft and semi-transparent foregrounds: smoke, fire, glass, water, cloud."""
 from __future__ import annotations
 
 import math
@@ -217,4 +217,37 @@ class Water(Foreground):
             lines = [(list(segs[mine & (self.size == k)]), d) for k, d in enumerate(self.sizes)]
             cov = draw_coverage(box, self.ss, polylines=lines)
             canvas.over(box, self.colour * 1.6, cov * opacity)
+        return canvas.result()
+
+
+class Cloud(Foreground):
+    """A large, thin, bright layer of mist drifting slowly: alpha mostly 0.05-0.5 over most of the frame."""
+
+    def __init__(self, rng, width, height, seed):
+        super().__init__(rng, width, height, seed)
+        self.rx = rng.uniform(0.32, 0.42) * width
+        self.ry = rng.uniform(0.3, 0.4) * height
+        self.cx = Wobble.random(rng, width * rng.uniform(0.45, 0.55), 0.03 * width)
+        self.cy = Wobble.random(rng, height * rng.uniform(0.45, 0.55), 0.03 * height)
+        self.drift = rng.uniform(-0.004, 0.004) * width  # px per frame
+        self.thickness = rng.uniform(0.35, 0.6)
+        self.colour = np.array([0.95, 0.97, 1.0], np.float32) * rng.uniform(0.6, 1.1)
+
+    def render(self, t):
+        canvas = Canvas(self.width, self.height)
+        cx, cy = self.cx(t), self.cy(t)
+        box = canvas.region((cx - 1.3 * self.rx, cy - 1.3 * self.ry, cx + 1.3 * self.rx, cy + 1.3 * self.ry))
+        if box is None:
+            return canvas.result()
+        x0, y0, x1, y1 = box
+        w, h = x1 - x0, y1 - y0
+        X, Y = pixel_grid(*box)
+        cell = 0.6 * min(self.rx, self.ry)
+        n = fractal_noise(self.seed, w, h, cell=cell, octaves=4, gain=0.6, time=t, period=60,
+                          affine=_translate(self.drift * t, 0.0, x0, y0))
+        r2 = ((X - cx) / self.rx) ** 2 + ((Y - cy) / self.ry) ** 2
+        env = smooth_falloff(r2 * np.clip(1.0 + 0.35 * n, 0.5, 2.0) / 1.3)
+        alpha = np.clip(self.thickness * env * (0.7 + 0.5 * n), 0, 0.85)
+        light = 0.9 + 0.15 * n
+        canvas.over(box, self.colour * light[..., None], alpha)
         return canvas.result()

@@ -1,0 +1,102 @@
+"""Mask prompts (the roto workflow) from the command line, prompt JSON and batch manifests; Nuke-like
+colour defaults for integer plates."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mam2_server.cli import main
+from mam2_server.io.image import ImageInfo, read_image, write_image
+from mam2_server.io.mask import read_mask
+from mam2_server.prompts import Prompt, PromptError, load_prompts
+
+W, H = 64, 48
+
+
+def _plates(folder, frames=(1, 2, 3), suffix="exr"):
+    """A bright square (the object) over a textured background; returns the pattern and the object mask."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    truth = np.zeros((H, W), np.float32)
+    truth[14:34, 20:44] = 1
+    for f in frames:
+        plate = (0.05 + 0.1 * rng.random((H, W, 3))).astype(np.float32)
+        plate[truth > 0] = (0.9, 0.3, 0.1)
+        write_image(folder / f"plate.{f:04d}.{suffix}", plate, channels=("R", "G", "B"))
+    return str(folder / f"plate.####.{suffix}"), truth
+
+
+def test_read_mask_uses_alpha_else_first_channel_and_the_display_window(tmp_path):
+    rgba = np.zeros((H, W, 4), np.float32)
+    rgba[..., 0] = 1.0  # red everywhere: not the mask when there is an A channel
+    rgba[10:20, 5:15, 3] = 1.0
+    write_image(tmp_path / "rgba.exr", rgba, channels=("R", "G", "B", "A"))
+    m = read_mask(tmp_path / "rgba.exr")
+    assert m.shape == (H, W) and m.sum() == 100 and m[15, 10] == 1
+    grey = np.zeros((H, W, 1), np.float32)
+    grey[0:4, 0:4] = 0.7
+    write_image(tmp_path / "grey.png", grey, channels=("Y",))
+    assert read_mask(tmp_path / "grey.png").sum() == 16
+    # a mask with a bbox (data window) inside its format lands where it belongs
+    info = ImageInfo(30, 20, 10, 8, 0, 0, W, H, ("A",), "half")
+    write_image(tmp_path / "bbox.exr", np.ones((8, 10, 1), np.float32), channels=("A",), info=info)
+    m = read_mask(tmp_path / "bbox.exr")
+    assert m.shape == (H, W) and m.sum() == 80 and m[20:28, 30:40].all()
+
+
+def test_prompt_json_reads_mask_paths_relative_to_the_file(tmp_path):
+    (tmp_path / "masks").mkdir()
+    write_image(tmp_path / "masks" / "key.png", np.ones((H, W, 1), np.float32), channels=("Y",))
+    (tmp_path / "keys.json").write_text(json.dumps([{"frame": 3, "mask": "masks/key.png"}, {"frame": 1, "box": [1, 2, 30, 40]}]))
+    prompts = {p.frame: p for p in load_prompts(tmp_path / "keys.json")}
+    assert prompts[3].mask.shape == (H, W) and prompts[3].mask.all()
+    assert prompts[3].to_json() == {"frame": 3, "mask": str(tmp_path / "masks" / "key.png")}
+    (tmp_path / "bad.json").write_text(json.dumps([{"frame": 1, "mask": "nope.png"}]))
+    with pytest.raises(PromptError, match="nope.png"):
+        load_prompts(tmp_path / "bad.json")
+    with pytest.raises(PromptError, match="path of a mask image"):
+        Prompt.from_json({"frame": 1, "mask": 3})
+
+
+def test_matte_with_a_mask_prompt_from_the_command_line(tmp_path, capsys):
+    pattern, truth = _plates(tmp_path / "plates")
+    write_image(tmp_path / "roto.exr", truth[..., None], channels=("A",))
+    out = tmp_path / "out" / "alpha.####.exr"
+    assert main(["matte", pattern, "-o", str(out), "--mask", str(tmp_path / "roto.exr"), "--prompt-frame", "2",
+                 "--quiet"]) == 0
+    for f in (1, 2, 3):
+        alpha = read_image(tmp_path / "out" / f"alpha.{f:04d}.exr").pixels[..., 0]
+        assert np.abs(alpha - truth).mean() < 0.02, f
+    # a mask of the wrong size is refused with both sizes named
+    write_image(tmp_path / "small.exr", np.ones((10, 10, 1), np.float32), channels=("A",))
+    assert main(["matte", pattern, "-o", str(out), "--mask", str(tmp_path / "small.exr"), "--quiet"]) == 2
+    assert "10x10" in capsys.readouterr().err
+
+
+def test_batch_manifest_takes_mask_prompts(tmp_path):
+    pattern, truth = _plates(tmp_path / "sh010")
+    write_image(tmp_path / "sh010" / "roto.exr", truth[..., None], channels=("A",))
+    manifest = {"shots": [{"name": "sh010", "input": pattern, "output": str(tmp_path / "sh010" / "a.####.exr"),
+                           "prompts": [{"frame": 1, "mask": "sh010/roto.exr"}]}]}
+    (tmp_path / "shots.json").write_text(json.dumps(manifest))
+    assert main(["batch", str(tmp_path / "shots.json"), "--quiet"]) == 0
+    alpha = read_image(tmp_path / "sh010" / "a.0003.exr").pixels[..., 0]
+    assert np.abs(alpha - truth).mean() < 0.02
+
+
+def test_integer_plates_default_to_srgb_and_float_plates_to_linear(tmp_path):
+    from mam2_server.io import SequenceSource
+    from mam2_server.io.colour import ColourConverter
+    grey = np.full((H, W, 3), 0.5, np.float32)  # 0.5 as stored
+    write_image(tmp_path / "p.0001.png", grey, channels=("R", "G", "B"))
+    write_image(tmp_path / "e.0001.exr", grey, channels=("R", "G", "B"))
+    png = SequenceSource(str(tmp_path / "p.####.png"))
+    exr = SequenceSource(str(tmp_path / "e.####.exr"))
+    assert abs(float(png.linear(1)[0, 0, 0]) - 0.214) < 2e-3  # sRGB 0.5 decoded to linear
+    assert abs(float(png.display(1)[0, 0, 0]) - 0.5) < 2e-3
+    assert abs(float(exr.linear(1)[0, 0, 0]) - 0.5) < 1e-3  # float: already scene-linear
+    # an explicit colour space wins over the default
+    raw = SequenceSource(str(tmp_path / "p.####.png"), colour=ColourConverter(colorspace="lin_rec709"))
+    assert abs(float(raw.linear(1)[0, 0, 0]) - 0.5) < 2e-3
