@@ -30,7 +30,7 @@ def moving_disc(n=6, dx=5, cx0=30, r=12):
 
 def test_registry_and_hybrid_hook():
     eng = create_engine("classic")
-    assert eng.name == "classic" and eng.chained is False
+    assert eng.name == "classic" and eng.chained is True
     trimapper, matter = trimap_and_matte_stages()
     assert isinstance(trimapper, Trimapper) and isinstance(matter, Matter)
 
@@ -121,8 +121,8 @@ def test_classic_trimap_and_matte_accept_masks_without_tracker_extras():
     trimapper, matter = trimap_and_matte_stages()
     plan = Pass(1, FORWARD, (1, 2, 3, 4))
     prompt = Prompt(frame=1, box=(14, 16, 46, 48))
-    trimapper.begin_pass(src, plan, prompt)
-    matter.begin_pass(src, plan, prompt)
+    trimapper.begin_pass(src, plan, {1: prompt})
+    matter.begin_pass(src, plan, {1: prompt})
     for f in plan.frames:
         images = FrameImages(f, src.linear(f), src.display(f))
         seg = Segmentation((alphas[f - 1] > 0.5).astype(np.float32))

@@ -30,7 +30,7 @@ def scene(n=5, dx=5, cx0=30, r=12, seed=0):
 
 
 def run_segmenter(seg, src, prompt, plan):
-    seg.begin_pass(src, plan, prompt)
+    seg.begin_pass(src, plan, {prompt.frame: prompt})
     return [seg.process(FrameImages(f, src.linear(f), src.display(f))) for f in plan.frames]
 
 
@@ -80,12 +80,40 @@ def test_object_leaving_the_frame_gives_an_empty_mask():
     assert out[-1].mask.max() == 0.0
 
 
-def test_collapsed_grabcut_falls_back_to_the_box():
+def test_collapsed_grabcut_gives_nothing_for_a_box_but_keeps_a_drawn_mask():
+    # nothing tells the object from its background: a guessed shape could be worse than no matte
     flat = np.full((H, W, 3), 0.3, np.float32)
-    mask = cut_from_prompt(to_u8(flat), Prompt(frame=1, box=(20, 10, 60, 50)), (H, W))
-    assert mask[30, 40] and not mask[2, 2]
+    assert not cut_from_prompt(to_u8(flat), Prompt(frame=1, box=(20, 10, 60, 50)), (H, W)).any()
+    drawn = np.zeros((H, W), np.float32)
+    drawn[15:45, 25:55] = 1
+    mask = cut_from_prompt(to_u8(flat), Prompt(frame=1, mask=drawn, box=(20, 10, 60, 50)), (H, W))
+    assert mask[20:40, 30:50].all()
 
 
+def test_flow_tracker_takes_a_drawn_mask_as_it_is_on_its_keyframe():
+    frames, alphas = scene(n=3)
+    src = ArraySource(frames, first_frame=1)
+    drawn = (alphas[0] > 0.5).astype(np.float32)
+    drawn[:, :30] = 0  # the user masked only the right half: that is the object
+    out = run_segmenter(FlowTracker(), src, Prompt(frame=1, mask=drawn), Pass(1, FORWARD, (1, 2, 3)))
+    assert np.array_equal(out[0].mask > 0.5, drawn > 0.5)
+
+
+def test_a_later_keyframe_is_cut_with_the_earlier_keyframes_colour_models():
+    # a green square sits beside the disc: outside the first keyframe's box (so its colour is learnt
+    # as background there), inside the second's. From its box alone GrabCut takes the square too.
+    frames, alphas = scene(n=4, dx=3)
+    for f in frames:
+        f[24:40, 64:80] = (0.05, 0.5, 0.1)
+    src = ArraySource(frames, first_frame=1)
+    first, second = Prompt(frame=1, box=(14, 16, 46, 48)), Prompt(frame=3, box=(18, 12, 84, 52))
+    plan = Pass(3, FORWARD, (3, 4))
+    alone = run_segmenter(FlowTracker(), src, second, plan)
+    seg = FlowTracker()
+    seg.begin_pass(src, plan, {1: first, 3: second})
+    informed = [seg.process(FrameImages(f, src.linear(f), src.display(f))) for f in plan.frames]
+    assert alone[0].mask[32, 72] > 0.5  # the square, taken for the object
+    assert informed[0].mask[32, 72] < 0.5 and iou(informed[0].mask, alphas[2]) > 0.8
 @pytest.mark.parametrize("seg_cls", [GrabCutSegmenter, FlowTracker])
 def test_segmenters_are_deterministic(seg_cls):
     frames, _ = scene(n=3)

@@ -7,7 +7,7 @@ from typing import ClassVar, Collection, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from mam2_server.engines.plan import Pass, plan_passes
+from mam2_server.engines.plan import Pass, pass_keyframes, plan_passes
 from mam2_server.prompts import Prompt, keyframes
 from mam2_server.stages.base import FrameImages, FrameSource, Matter, Segmenter, Trimapper
 
@@ -64,9 +64,9 @@ class StagedEngine(Engine):
         self.matter = matter
 
     def run_pass(self, source: FrameSource, plan: Pass, prompts: Mapping[int, Prompt]) -> Iterator[FrameResult]:
-        prompt = prompts[plan.keyframe]
+        used = {k: prompts[k] for k in pass_keyframes(plan, list(prompts), chained=self.chained)}
         for stage in (self.segmenter, self.trimapper, self.matter):
-            stage.begin_pass(source, plan, prompt)
+            stage.begin_pass(source, plan, used)
         for frame in plan.frames:
             images = FrameImages(frame, source.linear(frame), source.display(frame))
             seg = self.segmenter.process(images)

@@ -11,22 +11,22 @@ from __future__ import annotations
 
 from mam2_server.engines.base import EngineConfig, StagedEngine
 from mam2_server.stages.base import Matter, Trimapper
-from mam2_server.stages.matte.video import VideoMatter
+from mam2_server.stages.matte.evidence import EvidenceMatter
 from mam2_server.stages.segment.tracker import FlowTracker
 from mam2_server.stages.trimap.adaptive import AdaptiveTrimapper
 
 
 def trimap_and_matte_stages() -> tuple[Trimapper, Matter]:
     """classic's own trimap and matte stages (for engines that bring their own masks, e.g. hybrid)."""
-    return AdaptiveTrimapper(), VideoMatter()
+    return AdaptiveTrimapper(), EvidenceMatter()
 
 
 class ClassicEngine(StagedEngine):
     name = "classic"
-    chained = False
+    chained = True  # a pass uses the colour models of every earlier keyframe (see stages.segment.tracker)
 
     def __init__(self, **matter_options) -> None:
-        super().__init__(segmenter=FlowTracker(), trimapper=AdaptiveTrimapper(), matter=VideoMatter(**matter_options))
+        super().__init__(segmenter=FlowTracker(), trimapper=AdaptiveTrimapper(), matter=EvidenceMatter(**matter_options))
 
 
 def build(config: EngineConfig) -> ClassicEngine:

@@ -7,6 +7,8 @@ SAM2's video tracking, bounded memory); the trimap and matte stages are classic'
 """
 from __future__ import annotations
 
+from typing import Mapping
+
 from mam2_server.engines.base import EngineConfig, EngineError, StagedEngine
 from mam2_server.engines.plan import BACKWARD, Pass
 from mam2_server.prompts import Prompt
@@ -25,7 +27,8 @@ class SAM2Segmenter(Segmenter):
         self._plan: Pass | None = None
         self._prompt: Prompt | None = None
 
-    def begin_pass(self, source: FrameSource, plan: Pass, prompt: Prompt) -> None:
+    def begin_pass(self, source: FrameSource, plan: Pass, prompts: Mapping[int, Prompt]) -> None:
+        prompt = prompts[plan.keyframe]
         self._index = {f: i for i, f in enumerate(source.frames)}
         self._plan, self._prompt = plan, prompt
         self._state = self.tracker.new_shot(source.width, source.height, num_frames=len(self._index))

@@ -65,6 +65,14 @@ def frame_owners(frames: Sequence[int], keyframes: Sequence[int]) -> dict[int, i
     return {f: p.keyframe for p in plan_passes(frames, keyframes) for f in p.frames}
 
 
+def pass_keyframes(plan: Pass, keyframes: Sequence[int], *, chained: bool) -> tuple[int, ...]:
+    """The keyframes a pass may use: its own; with chained memory also every earlier one (a
+    backward pass runs before the first keyframe and uses it alone)."""
+    if not chained or plan.direction == BACKWARD:
+        return (plan.keyframe,)
+    return tuple(k for k in sorted(keyframes) if k <= plan.keyframe)
+
+
 def _dependencies(frames: Sequence[int], prompts: Mapping[int, Prompt], chained: bool) -> dict[int, tuple[int, ...]]:
     keys = sorted(prompts)
     owners = frame_owners(frames, keys)

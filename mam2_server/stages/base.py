@@ -10,15 +10,16 @@ All images handed to stages are float32 arrays:
 * ``alpha``:   (H, W) in [0, 1].
 
 Stages are stateful over one propagation pass (see `engines.plan`): `begin_pass`
-is called with the pass's keyframe prompt, then `process` once per frame in the
-pass's order. A stage may read other frames of the shot through the source
+is called with the keyframe prompts the pass may use (its own, ``prompts[plan.keyframe]``,
+and with a chained engine the earlier ones, `engines.plan.pass_keyframes`), then `process`
+once per frame in the pass's order. A stage may read other frames of the shot through the source
 (e.g. neighbours for a clean plate) but must not hold the whole shot in memory.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -59,7 +60,7 @@ class Segmenter(ABC):
     """Segment stage: from the keyframe's prompt, an object mask on every frame of a pass."""
 
     @abstractmethod
-    def begin_pass(self, source: FrameSource, plan: Pass, prompt: Prompt) -> None: ...
+    def begin_pass(self, source: FrameSource, plan: Pass, prompts: Mapping[int, Prompt]) -> None: ...
 
     @abstractmethod
     def process(self, images: FrameImages) -> Segmentation: ...
@@ -68,7 +69,7 @@ class Segmenter(ABC):
 class Trimapper(ABC):
     """Trimap stage: mask (+ image) -> trimap with 0 / 0.5 / 1."""
 
-    def begin_pass(self, source: FrameSource, plan: Pass, prompt: Prompt) -> None:
+    def begin_pass(self, source: FrameSource, plan: Pass, prompts: Mapping[int, Prompt]) -> None:
         """Reset any temporal state; stateless trimappers need not override."""
 
     @abstractmethod
@@ -78,7 +79,7 @@ class Trimapper(ABC):
 class Matter(ABC):
     """Matte stage: image + trimap -> alpha."""
 
-    def begin_pass(self, source: FrameSource, plan: Pass, prompt: Prompt) -> None:
+    def begin_pass(self, source: FrameSource, plan: Pass, prompts: Mapping[int, Prompt]) -> None:
         """Reset any temporal state; stateless matters need not override."""
 
     @abstractmethod

@@ -24,28 +24,6 @@ class Plate:
     valid: np.ndarray  # (h, w) number of neighbours that saw the pixel
     spread: np.ndarray  # (h, w) median absolute deviation of the neighbours (linear)
     noise: float  # robust noise level of |I - B| on the background
-    change: np.ndarray | None = None  # (h, w) largest |I - aligned neighbour| over all neighbours (linear)
-    aligned: np.ndarray | None = None  # (h, w) how many aligned neighbours saw the pixel
-    # least-object-like observation along `direction` (see `estimate`): over the current frame and
-    # every aligned neighbour (lowest), and over the neighbours only (lowest_nb, NaN where none saw it)
-    lowest: np.ndarray | None = None
-    lowest_nb: np.ndarray | None = None
-    resampled: bool = False  # some neighbour was warped by more than 1/4 px (camera motion or fit jitter)
-    stack: np.ndarray | None = None  # every aligned neighbour (n, h, w, 3), NaN where it saw nothing
-
-
-def lowest_along(current: np.ndarray, stack: np.ndarray, direction: np.ndarray):
-    """(lowest, lowest_nb): per pixel, the observation with the smallest projection on `direction`
-    over the current frame and the aligned neighbours `stack` (NaN where unseen), and over the
-    neighbours only (NaN where none saw the pixel)."""
-    direction = np.asarray(direction, np.float32).reshape(3)
-    ok = np.isfinite(stack).all(axis=3)
-    proj = np.where(ok, np.nan_to_num(stack) @ direction, np.inf)
-    k = np.argmin(proj, axis=0)
-    low_p = np.take_along_axis(proj, k[None], axis=0)[0]
-    low_nb = np.take_along_axis(stack, k[None, ..., None], axis=0)[0]
-    lowest = np.where((low_p < current @ direction)[..., None], low_nb, current)
-    return lowest.astype(np.float32), low_nb.astype(np.float32)
 
 
 def _gray_u8(linear: np.ndarray) -> np.ndarray:
@@ -171,6 +149,23 @@ class CleanPlateEstimator:
         return refined if error(refined) < error(H) else H
 
     @staticmethod
+    def _prefer_identity(cur, nb, H: np.ndarray, object_mask: np.ndarray | None) -> np.ndarray:
+        """The identity where it fits the background as well as H: a locked-off camera over a periodic
+        texture (tiles, a fence) also fits a shift by one period, which would put the object's own
+        pixels among the 'revealed' background."""
+        a, b = cur[0], nb[0]
+        h, w = a.shape[:2]
+        keep = np.ones((h, w), bool) if object_mask is None else ~object_mask
+        warped = cv2.warpPerspective(b, H, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        inside = cv2.warpPerspective(np.ones((h, w), np.float32), H, (w, h)) > 0.999
+        fit = keep & inside
+        if fit.sum() < 50:
+            return H
+        moved = float(np.abs(warped - a)[fit].mean())
+        still = float(np.abs(b - a)[fit].mean())
+        return np.eye(3) if still <= 1.1 * moved + 1e-4 else H
+
+    @staticmethod
     def _translation(cur, nb, object_mask: np.ndarray | None) -> np.ndarray:
         """Fallback alignment (too few features): a global shift fitted by ECC on the background
         (coarse to fine, the object masked out of the current frame)."""
@@ -196,24 +191,17 @@ class CleanPlateEstimator:
         return np.array([[1, 0, -warp[0, 2]], [0, 1, -warp[1, 2]], [0, 0, 1]], np.float64)
 
     def estimate(self, frame: int, linear: np.ndarray, object_mask: np.ndarray | None = None,
-                 velocity: tuple[float, float] | None = None,
-                 direction: np.ndarray | None = None) -> Plate | None:
+                 velocity: tuple[float, float] | None = None) -> Plate | None:
         """Plate at `frame` (proxy resolution); None when the shot has no usable neighbours.
 
         `object_mask` (proxy resolution, generously dilated) is where the object is now;
         `velocity` its motion against the background in proxy pixels per frame. A
         neighbour's sample counts only where the object, moved by velocity x offset, has
         uncovered the background (without a velocity: outside the mask only).
-        `direction` (unit linear RGB, object colour minus background colour): also keep, per
-        pixel, the aligned observation with the smallest projection on it (the least
-        object-like sample of the background there; see-through layers vary over time).
         """
         cur = self._get(frame, linear)
         h, w = self.shape
-        valids = []
-        change = aligned = None
-        alls = []
-        resampled = False
+        valids, samples = [], []
         for f in self.neighbours(frame):
             nb = self._get(f)
             H = self._homography(cur, nb, object_mask)
@@ -222,13 +210,13 @@ class CleanPlateEstimator:
                 d = f - frame
                 M = np.float32([[1, 0, velocity[0] * d], [0, 1, velocity[1] * d]])
                 there = cv2.warpAffine(object_mask.astype(np.uint8), M, (w, h), flags=cv2.INTER_NEAREST) > 0
+            # the object in either frame is no background to align on
+            both = object_mask if there is None or object_mask is None else object_mask | there
             if H is None:
-                H = self._translation(cur, nb, object_mask)
+                H = self._translation(cur, nb, both)
             elif self.refine:
                 H = self._refine(cur, nb, H, object_mask, there)
-            corners = np.float32([[0, 0], [w, 0], [0, h], [w, h]]).reshape(-1, 1, 2)
-            if np.abs(cv2.perspectiveTransform(corners, H.astype(np.float64)) - corners).max() > 0.25:
-                resampled = True
+            H = self._prefer_identity(cur, nb, H, both)
             warped = cv2.warpPerspective(nb[0], H, (w, h), flags=cv2.INTER_LINEAR,
                                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
             ones = cv2.warpPerspective(np.ones((h, w), np.float32), H, (w, h), flags=cv2.INTER_LINEAR,
@@ -245,14 +233,10 @@ class CleanPlateEstimator:
                 if err > 0.5 * ref and err > 0.02:
                     continue
             valids.append(revealed)
-            d = np.linalg.norm(warped - cur[0], axis=2)
-            change = np.where(ok, d, 0.0) if change is None else np.maximum(change, np.where(ok, d, 0.0))
-            aligned = ok.astype(np.int32) if aligned is None else aligned + ok
-            alls.append(np.where(ok[..., None], warped, np.nan).astype(np.float32))
+            samples.append(np.where(revealed[..., None], warped, np.nan).astype(np.float32))
         if len(valids) < 2:
             return None
-        every = np.stack(alls)  # (n, h, w, 3): every aligned neighbour, NaN where it saw nothing
-        stack = np.where(np.stack(valids)[..., None], every, np.nan)  # only where the object uncovered it
+        stack = np.stack(samples)  # (n, h, w, 3): where the object uncovered the background, NaN elsewhere
         with np.errstate(all="ignore"):
             bg = _nanmedian0(stack)
             spread = _nanmedian0(np.abs(stack - bg[None])).max(axis=2)
@@ -264,18 +248,7 @@ class CleanPlateEstimator:
         if object_mask is not None:
             away &= ~object_mask
         noise = float(1.4826 * np.median(diff[away])) if away.sum() > 50 else 0.01
-        lowest = low_nb = None
-        if direction is not None:
-            lowest, low_nb = lowest_along(cur[0], every, direction)
-        return Plate(bg, valid, spread, max(noise, 2e-3), change.astype(np.float32), aligned, lowest, low_nb, resampled,
-                     every)
-
-
-def typical_colour(current: np.ndarray, stack: np.ndarray, window: tuple[slice, slice]) -> np.ndarray:
-    """Per-pixel median of the current frame and the aligned neighbours over `window` (rows, columns):
-    each pixel's typical colour over the neighbouring frames."""
-    with np.errstate(all="ignore"):
-        return _nanmedian0(np.concatenate([current[window][None], stack[(slice(None),) + window]]).astype(np.float32))
+        return Plate(bg, valid, spread, max(noise, 2e-3))
 
 
 def _nanmedian0(x: np.ndarray) -> np.ndarray:

@@ -1,6 +1,8 @@
 """Baseline segmenter: per-frame GrabCut; non-keyframes start from the previous mask's box."""
 from __future__ import annotations
 
+from typing import Mapping
+
 import cv2
 import numpy as np
 
@@ -26,7 +28,8 @@ class GrabCutSegmenter(Segmenter):
         self._source: FrameSource | None = None
         self._prev: np.ndarray | None = None  # bool mask at proxy resolution
 
-    def begin_pass(self, source: FrameSource, plan: Pass, prompt: Prompt) -> None:
+    def begin_pass(self, source: FrameSource, plan: Pass, prompts: Mapping[int, Prompt]) -> None:
+        prompt = prompts[plan.keyframe]
         self._source, self._prompt, self._prev = source, prompt, None
         if plan.frames and plan.frames[0] != plan.keyframe:
             # backward pass: the keyframe itself is not in it; cut it to start the chain

@@ -11,10 +11,18 @@ Per frame of a pass (at a proxy resolution):
    object (eroded warped mask agreeing with colour), sure background (far from it)
    and probable labels in between.
 
-An object that leaves the frame leaves an empty warped mask and the result stays
-empty (alpha 0) from then on. Nothing is carried across passes.
+On a keyframe the object is cut from its prompt; a mask the user drew is taken as it is.
+The colour models of every keyframe the pass may use (its own and, the engine being chained,
+the earlier ones) are the anchor of the pass's colour model and seed the keyframe's cut: a
+correction keeps what the earlier keyframes taught. When the cut finds nothing in a box (the
+object cannot be told from its background by colour) the frame is left empty, the conservative
+answer, and the log says so. An object that leaves the frame leaves an empty warped mask and the
+result stays empty (alpha 0) from then on.
 """
 from __future__ import annotations
+
+import logging
+from typing import Mapping
 
 import cv2
 import numpy as np
@@ -24,6 +32,8 @@ from mam2_server.prompts import Prompt
 from mam2_server.stages.base import FrameImages, FrameSource, Segmentation, Segmenter
 from mam2_server.stages.segment.common import (bbox, cut_from_prompt, disc_radius, proxy_shape, resize,
                                                run_grabcut, to_u8)
+
+log = logging.getLogger(__name__)
 
 BINS = 16
 
@@ -71,6 +81,8 @@ class FlowTracker(Segmenter):
         self.key_iterations = key_iterations
         self.iterations = iterations
         self.memory = memory  # weight of the accumulated colour model vs this frame's
+        self._key_source: FrameSource | None = None  # keyframe colour models are cached per source
+        self._key_cache: dict[int, tuple[Prompt, tuple[np.ndarray, np.ndarray] | None]] = {}
         self._reset()
 
     def _reset(self) -> None:
@@ -80,17 +92,59 @@ class FlowTracker(Segmenter):
         self._prev_mask = None  # float32 proxy
         self._hist_fg = self._hist_bg = None
         self._key_fg = self._key_bg = None
+        self._earlier: tuple[np.ndarray, np.ndarray] | None = None  # colour models of the earlier keyframes
 
-    def begin_pass(self, source: FrameSource, plan: Pass, prompt: Prompt) -> None:
+    def begin_pass(self, source: FrameSource, plan: Pass, prompts: Mapping[int, Prompt]) -> None:
         self._reset()
-        self._prompt = prompt
+        self._prompt = prompts[plan.keyframe]
+        earlier = [self._key_models(source, p) for k, p in sorted(prompts.items()) if k != plan.keyframe]
+        earlier = [m for m in earlier if m is not None]
+        if earlier:
+            self._earlier = (np.mean([m[0] for m in earlier], axis=0), np.mean([m[1] for m in earlier], axis=0))
         if plan.frames and plan.frames[0] != plan.keyframe:
             self._process_display(plan.keyframe, source.display(plan.keyframe))
 
+    def _key_models(self, source: FrameSource, prompt: Prompt) -> tuple[np.ndarray, np.ndarray] | None:
+        """(object, background) colour histograms of a keyframe's cut (cached per keyframe prompt)."""
+        if self._key_source is not source:
+            self._key_source, self._key_cache = source, {}
+        if prompt.frame in self._key_cache and self._key_cache[prompt.frame][0].same_as(prompt):
+            return self._key_cache[prompt.frame][1]
+        display = source.display(prompt.frame)
+        shape = proxy_shape(*display.shape[:2], self.proxy_long_side)
+        bgr = to_u8(resize(display, shape))
+        mask = self._cut(bgr, prompt, display.shape[:2], None)
+        idx = _hist_index(bgr)
+        models = (_histogram(idx, mask), _histogram(idx, ~mask)) if mask.any() and not mask.all() else None
+        self._key_cache[prompt.frame] = (prompt, models)
+        return models
+
+    def _cut(self, bgr: np.ndarray, prompt: Prompt, full: tuple[int, int], earlier) -> np.ndarray:
+        """The keyframe's object mask at proxy size: a user's mask as it is, else GrabCut from the
+        prompt, seeded where the earlier keyframes' colour models are sure."""
+        shape = bgr.shape[:2]
+        if prompt.mask is not None and prompt.box is None and not prompt.points:
+            return resize(prompt.mask.astype(np.float32), shape) > 0.5
+        mask = cut_from_prompt(bgr, prompt, full, self.key_iterations, colour_prior=self._prior(bgr, earlier))
+        if not mask.any():
+            log.warning("frame %d: the prompt's object cannot be told from its background by colour; nothing is "
+                        "matted there (the conservative answer): give a mask or more points", prompt.frame)
+        return mask
+
+    @staticmethod
+    def _prior(bgr: np.ndarray, earlier) -> np.ndarray | None:
+        if earlier is None:
+            return None
+        pf, pb = earlier[0].ravel()[_hist_index(bgr)], earlier[1].ravel()[_hist_index(bgr)]
+        return ((pf + 1e-6) / (pf + pb + 2e-6)).astype(np.float32)
+
     # -- colour model -------------------------------------------------------------
     def _colour_prob(self, idx: np.ndarray) -> np.ndarray:
-        f = 0.5 * self._hist_fg + 0.5 * self._key_fg
-        b = 0.5 * self._hist_bg + 0.5 * self._key_bg
+        key_fg, key_bg = self._key_fg, self._key_bg
+        if self._earlier is not None:  # every keyframe's model anchors the pass
+            key_fg, key_bg = 0.5 * key_fg + 0.5 * self._earlier[0], 0.5 * key_bg + 0.5 * self._earlier[1]
+        f = 0.5 * self._hist_fg + 0.5 * key_fg
+        b = 0.5 * self._hist_bg + 0.5 * key_bg
         pf, pb = f.ravel()[idx], b.ravel()[idx]
         return ((pf + 1e-6) / (pf + pb + 2e-6)).astype(np.float32)
 
@@ -116,7 +170,7 @@ class FlowTracker(Segmenter):
         idx = _hist_index(bgr)
         extras: dict = {"proxy_shape": shape}
         if frame == self._prompt.frame or self._prev_mask is None:
-            mask = cut_from_prompt(bgr, self._prompt, full, self.key_iterations)
+            mask = self._cut(bgr, self._prompt, full, self._earlier)
             self._update_colour(idx, mask, key=True)
             extras["flow"] = np.zeros(shape + (2,), np.float32)
             extras["consistent"] = np.ones(shape, bool)

@@ -8,15 +8,15 @@ Width per pixel (proxy resolution) grows with
 * edge complexity: a ragged mask boundary (hair, foliage) has many edge pixels per area;
 
 and shrinks where the image has a strong edge exactly on the mask edge (hard edge).
-Inside the mask, pixels whose colour is not clearly the object's are left unknown (colour
-gate); how clearly depends on the object: one whose colours the tracker tells well apart from
-the background's (most of the mask clearly object-coloured) keeps its ambiguous pixels as its
-own (shading, a patch coloured like the background) unless they look like background; one
-that is mostly ambiguous (see-through, sparse, thin) gets a strict gate.
+Inside the band the mask is sure foreground: whether a pixel there is see-through is for the
+matte stage to decide from evidence at that pixel (the background seen through it), never
+from its colour alone (an opaque object may share its background's colours).
 The width map is blended with the previous frame's (warped by the flow) so the band
 does not flicker; the state is reset at every pass.
 """
 from __future__ import annotations
+
+from typing import Mapping
 
 import cv2
 import numpy as np
@@ -41,41 +41,15 @@ def signed_distance(mask: np.ndarray) -> np.ndarray:
 
 class AdaptiveTrimapper(Trimapper):
     def __init__(self, proxy_long_side: int = 480, min_frac: float = 0.006, max_frac: float = 0.045,
-                 temporal: float = 0.6, colour_gate: float | None = 0.99, distinct_gate: float = 0.5,
-                 distinct_below: float = 0.35, hysteresis: float = 0.05) -> None:
-        self.colour_gate = colour_gate
-        self.distinct_gate = distinct_gate
-        self.distinct_below = distinct_below
-        self.hysteresis = hysteresis
-        self._ambiguous: float | None = None
-        self._distinct: bool | None = None
+                 temporal: float = 0.6) -> None:
         self.proxy_long_side = proxy_long_side
         self.min_frac = min_frac
         self.max_frac = max_frac
         self.temporal = temporal
         self._prev_width = None
 
-    def begin_pass(self, source: FrameSource, plan: Pass, prompt: Prompt) -> None:
+    def begin_pass(self, source: FrameSource, plan: Pass, prompts: Mapping[int, Prompt]) -> None:
         self._prev_width = None
-        self._ambiguous = None
-        self._distinct = None
-
-    def _update_gate(self, prob: np.ndarray, mask: np.ndarray) -> float:
-        """Colour-probability threshold for sure foreground on this frame. Updates the pass's state:
-        the share of mask pixels of ambiguous colour, smoothed over the pass, decides between the
-        lenient and the strict gate, with hysteresis (`distinct_below` -/+ `hysteresis`) so that an
-        object near the boundary does not switch modes from frame to frame (flicker)."""
-        if mask.any():
-            share = float((prob[mask] < 0.8).mean())
-            self._ambiguous = share if self._ambiguous is None else 0.7 * self._ambiguous + 0.3 * share
-        if self._ambiguous is not None:
-            if self._distinct is None:
-                self._distinct = self._ambiguous < self.distinct_below
-            elif self._distinct and self._ambiguous > self.distinct_below + self.hysteresis:
-                self._distinct = False
-            elif not self._distinct and self._ambiguous < self.distinct_below - self.hysteresis:
-                self._distinct = True
-        return min(self.distinct_gate, self.colour_gate) if self._distinct else self.colour_gate
 
     def uncertainty(self, images: FrameImages, seg: Segmentation, shape) -> np.ndarray:
         mask = resize(seg.mask, shape) > 0.5
@@ -131,15 +105,6 @@ class AdaptiveTrimapper(Trimapper):
         wfull = resize(self._prev_width, full) * scale
         tri = (sd > 0).astype(np.float32)
         tri[np.abs(sd) < wfull] = 0.5
-        prob = seg.extras.get("colour_prob")
-        if self.colour_gate is not None and prob is not None:
-            # inside the mask, only pixels whose colour is clearly the object's are sure
-            # foreground: see-through interiors (glass, smoke) and background caught inside
-            # a ragged mask (foliage) are left to the matting solve
-            p = cv2.GaussianBlur(prob.astype(np.float32), (3, 3), 0)
-            gate = self._update_gate(p, resize(seg.mask, p.shape) > 0.5)
-            p = resize(p, full)
-            tri[(tri == 1.0) & (p < gate)] = 0.5
         return tri
 
 
