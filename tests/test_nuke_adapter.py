@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "nuke_standin"))
 from nuke_testing import (BOX, FIRST, GIZMO, PLUGIN, matte, mam2_nuke, node, nuke, plates, press,  # noqa: F401
-                          runner, server, square_left, status)
+                          runner, server, square_left, status, track_range)
 from test_server_support import free_port
 
 import nkscript
@@ -77,11 +77,7 @@ def test_track_brings_the_matte_into_the_node_output(node, plates, tmp_path):
 
 def test_outside_the_tracked_range_the_matte_is_black_not_held(node, plates):
     node.setInput(0, plates)
-    node["use_input_range"].setValue(False)
-    node["range_first"].setValue(FIRST + 1)
-    node["range_last"].setValue(FIRST + 3)
-    nuke.frame(FIRST + 1)
-    press(node, "track")
+    track_range(node, FIRST + 1, FIRST + 3)
     assert status(node).startswith("Done: 3 frames computed"), status(node)
     assert matte(node, FIRST + 3).max() > 0.5
     for frame in (FIRST, FIRST + 4, FIRST + 40):  # a held last/first matte here would be a wrong matte
@@ -277,6 +273,7 @@ def test_server_tab_shows_engine_device_and_the_shot(node, plates):
     text = check()
     assert "engine testfast on cpu" in text and "not started by this Nuke" in text, text
     assert "shot: 6/6 frames received, keys 1001" in text, text
-    press(node, "stop_server", wait=False)
-    nuke.standin_pump(until=lambda: not node["server_info"].value().startswith("stop:"))
-    assert "not started by this Nuke, so not stopped" in node["server_info"].value()
+    for action in ("stop", "restart"):  # a server someone else started is left alone
+        press(node, f"{action}_server", wait=False)
+        nuke.standin_pump(until=lambda: not node["server_info"].value().startswith(f"{action}:"))
+        assert f"not started by this Nuke, so not {action}" in node["server_info"].value()

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "nuke_standin"))
 from nuke_testing import (BOX, FIRST, H, W, make_read, matte, node, nuke, plates, press, server,  # noqa: F401
-                          square_left, status, write_plates)
+                          square_left, status, track_range, write_plates)
 
 import standin_render
 
@@ -44,11 +44,7 @@ def test_a_read_with_a_frame_offset_is_tracked_as_nuke_shows_it(node, tmp_path):
     read = make_read(str(tmp_path / "p" / "plate.%04d.exr"), FIRST, FIRST + 9, frame_mode="offset", frame="2")
     assert (read.firstFrame(), read.lastFrame()) == (FIRST + 2, FIRST + 11)  # ... shown at 1003-1012
     node.setInput(0, read)
-    node["use_input_range"].setValue(False)
-    node["range_first"].setValue(FIRST + 2)
-    node["range_last"].setValue(FIRST + 7)
-    nuke.frame(FIRST + 2)
-    press(node, "track")
+    track_range(node, FIRST + 2, FIRST + 7)
     assert status(node).startswith("Done: 6 frames computed"), status(node)
     assert nuke.executed == [("Write1", FIRST + 2, FIRST + 7)]  # Nuke maps the frames: rendered, not file.value()
     assert [square_left(matte(node, f)) for f in (FIRST + 2, FIRST + 5)] == [8, 14]  # 1003 shows file 1001
@@ -87,10 +83,7 @@ def test_a_plate_in_another_colour_space_is_linearised_by_nuke(node, tmp_path):
 def test_a_shorter_read_is_rendered_with_its_held_frames(node, tmp_path):
     write_plates(tmp_path / "p", count=4)
     node.setInput(0, make_read(str(tmp_path / "p" / "plate.####.exr"), FIRST, FIRST + 3))
-    node["use_input_range"].setValue(False)
-    node["range_first"].setValue(FIRST)
-    node["range_last"].setValue(FIRST + 5)
-    press(node, "track")
+    track_range(node, FIRST, FIRST + 5)
     assert status(node).startswith("Done: 6 frames computed"), status(node)
     assert square_left(matte(node, FIRST + 5)) == square_left(matte(node, FIRST + 3))  # Read holds its last frame
 

@@ -198,9 +198,7 @@ def run_job(job: TrackJob, cancel: threading.Event, progress: Progress,
         progress("done", 100)
     except ServerError as exc:
         result.error = f"the server refused '{exc.op}': {exc.message} ({exc.code})"
-    except HostError as exc:
-        result.error = str(exc)
-    except MAM2Error as exc:
+    except MAM2Error as exc:  # also HostError
         result.error = str(exc)
     except OSError as exc:  # an alpha that cannot be written, a plate or mask file that cannot be read
         result.error = f"file error: {exc}"

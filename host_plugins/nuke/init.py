@@ -7,6 +7,7 @@
 #    DIR/site/cpXY-<os>-<arch>: pyzmq + msgpack unpacked from PyPI wheels for each Nuke Python
 #    (Nuke 14/15/16 = Python 3.9/3.10/3.11) and platform, chosen here at start-up;
 #  * the source tree, host_plugins/nuke: pyzmq and msgpack must then already be importable.
+# Nuke may run every init.py in one namespace: names defined here start with mam2/_mam2.
 import inspect
 import json
 import os
@@ -15,7 +16,14 @@ import sys
 
 import nuke
 
-_HERE = os.path.dirname(os.path.abspath(globals().get("__file__") or inspect.currentframe().f_code.co_filename))
+
+def _mam2_here():
+    """This file's folder: from the code object (a shared namespace may hold another file's __file__)."""
+    path = inspect.currentframe().f_code.co_filename
+    return os.path.dirname(os.path.abspath(path if os.path.isfile(path) else globals().get("__file__", "")))
+
+
+_MAM2_HERE = _mam2_here()
 
 
 def mam2_site(version=None, system=None, machine=None):
@@ -28,22 +36,23 @@ def mam2_site(version=None, system=None, machine=None):
     return "cp%d%d-%s-%s" % (major, minor, name, arch)
 
 
-def _setup():
-    packaged = os.path.join(_HERE, "python")
+def _mam2_setup():
+    packaged = os.path.join(_MAM2_HERE, "python")
     if not os.path.isdir(packaged):  # the source tree: mam2_client is in host_plugins, the gizmo in gizmos/
-        nuke.pluginAddPath(os.path.dirname(_HERE))
-        nuke.pluginAddPath(os.path.join(os.path.dirname(os.path.dirname(_HERE)), "gizmos"))
+        nuke.pluginAddPath(os.path.dirname(_MAM2_HERE))
+        nuke.pluginAddPath(os.path.join(os.path.dirname(os.path.dirname(_MAM2_HERE)), "gizmos"))
         return
-    site = os.path.join(_HERE, "site", mam2_site())
+    site = os.path.join(_MAM2_HERE, "site", mam2_site())
     if os.path.isdir(site):
         nuke.pluginAddPath(site)
     else:
-        have = sorted(os.listdir(os.path.join(_HERE, "site"))) if os.path.isdir(os.path.join(_HERE, "site")) else []
+        folder = os.path.join(_MAM2_HERE, "site")
+        have = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
         sys.stderr.write("MAM2: no pyzmq/msgpack for %s in %s (packaged: %s); run `mam2 package nuke` again with "
-                         "--python %d.%d\n" % (mam2_site(), _HERE, ", ".join(have) or "none", *sys.version_info[:2]))
+                         "--python %d.%d\n" % (mam2_site(), _MAM2_HERE, ", ".join(have) or "none", *sys.version_info[:2]))
     nuke.pluginAddPath(packaged)
-    nuke.pluginAddPath(os.path.join(_HERE, "gizmos"))
-    config = os.path.join(_HERE, "config.json")
+    nuke.pluginAddPath(os.path.join(_MAM2_HERE, "gizmos"))
+    config = os.path.join(_MAM2_HERE, "config.json")
     if os.path.isfile(config):
         with open(config) as fh:
             python = json.load(fh).get("server_python")
@@ -51,4 +60,4 @@ def _setup():
             os.environ.setdefault("MAM2_PYTHON", python)
 
 
-_setup()
+_mam2_setup()

@@ -77,6 +77,15 @@ def press(node, button: str, wait: bool = True) -> None:
         nuke.standin_pump(until=lambda: not runner._jobs, timeout=30)
 
 
+def track_range(node, first: int, last: int) -> None:
+    """Track `first`..`last` (not the input's range), keying `first`."""
+    node["use_input_range"].setValue(False)
+    node["range_first"].setValue(first)
+    node["range_last"].setValue(last)
+    nuke.frame(first)
+    press(node, "track")
+
+
 def status(node) -> str:
     return node["status"].value()
 

@@ -26,7 +26,7 @@ from .common import Refused, deleted, fail
 log = logging.getLogger(__name__)
 PLATE_INPUT = 0
 
-_jobs: dict[str, tuple[threading.Thread | None, threading.Event]] = {}  # shot uuid -> running job
+_jobs: dict[str, threading.Event] = {}  # shot uuid -> the running job's cancel event
 _hooked = []  # the onScriptClose callback, registered once
 
 
@@ -61,16 +61,14 @@ def start(node, *, set_key: bool) -> None:
         raise
     event = threading.Event()
     node["status"].setValue(f"Tracking {job.first}-{job.last} on {job.address}...")
+    _jobs[key] = event
     if not nuke.GUI:
-        _jobs[key] = (None, event)
         _finish(node, job, _run(job, event, lambda message, percent: None, render), context)
         return
     if not _hooked:
         nuke.addOnScriptClose(cancel_all)
         _hooked.append(True)
-    worker = threading.Thread(target=_work, args=(node, job, event, render, context), name=f"mam2-{key}", daemon=True)
-    _jobs[key] = (worker, event)
-    worker.start()
+    threading.Thread(target=_work, args=(node, job, event, render, context), name=f"mam2-{key}", daemon=True).start()
 
 
 def _build(node, key: str, set_key: bool, scratch: str, notes: list[str]):
@@ -202,11 +200,11 @@ def cancel(node) -> None:
     if running is None:
         node["status"].setValue("Nothing to cancel")
         return
-    running[1].set()
+    running.set()
     node["status"].setValue("Cancelling after the frame in progress...")
 
 
 def cancel_all() -> None:
     """onScriptClose: running jobs stop after their frame in progress (their nodes are going away)."""
-    for _, event in list(_jobs.values()):
+    for event in list(_jobs.values()):
         event.set()

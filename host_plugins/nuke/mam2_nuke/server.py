@@ -45,6 +45,8 @@ def describe(action: str, address: str, serve_args, shot: str) -> str:
                         "(stop it where it runs, e.g. Ctrl+C on `mam2 serve`)")
             return f"{address}: stopped the server this Nuke started"
         if action == "restart":
+            if launcher.started_server(address) is None and _answers(address):
+                return f"{address}: not started by this Nuke, so not restarted here (restart it where it runs)"
             launcher.restart_server(address, serve_args=serve_args).close()
         with Client(address, timeout=2.0, retries=1) as client:
             hello, status = client.hello(), client.status()
@@ -65,6 +67,15 @@ def describe(action: str, address: str, serve_args, shot: str) -> str:
     keys = ", ".join(str(k) for k in info.get("keyframes", ())) or "none"
     return (text + f"; shot: {info.get('received')}/{frames} frames received, keys {keys}"
             + (", tracking" if info.get("busy") else ""))
+
+
+def _answers(address: str) -> bool:
+    try:
+        with Client(address, timeout=1.0, retries=1) as client:
+            client.hello()
+        return True
+    except MAM2Error:
+        return False
 
 
 def _show(node, text: str) -> None:
