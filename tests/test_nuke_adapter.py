@@ -1,170 +1,192 @@
-"""The Nuke plugin (host_plugins/nuke + gizmos/MAM2.gizmo) against a strict `nuke` stand-in and a real server.
+"""The Nuke node (gizmos/MAM2.gizmo + host_plugins/nuke/mam2_nuke) against the `nuke` stand-in and a real server:
+the gizmo, Track, keys, output channel/premultiply, errors, threading rules.
 
-tests/nuke_standin/nuke.py raises where Nuke would misbehave (knobs off the main
-thread, unknown knobs, ...), so a worker thread touching Nuke fails these tests.
+tests/nuke_standin/ raises where Nuke would (knobs off the main thread, deleted nodes, ...) and
+renders the node's graph, so these tests check the matte the artist gets out of the node.
 """
 from __future__ import annotations
 
 import ast
-import os
 import runpy
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE / "nuke_standin"))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "nuke_standin"))
+from nuke_testing import (BOX, FIRST, GIZMO, PLUGIN, matte, mam2_nuke, node, nuke, plates, press,  # noqa: F401
+                          runner, server, square_left, status, track_range)
+from test_server_support import free_port
+
 import nkscript
-import nuke
-from test_server_support import ROOT, ServerProcess, clip, free_port
 
-from mam2_server.io import read_image, write_image
-
-pytestmark = pytest.mark.timeout(60)
-PLUGIN = ROOT / "host_plugins" / "nuke"
-GIZMO = ROOT / "gizmos" / "MAM2.gizmo"
-W, H = 64, 48
-nuke.pluginAddPath(str(PLUGIN))  # what a user's ~/.nuke/init.py does
-runpy.run_path(str(PLUGIN / "init.py"))
-import mam2_nuke
+pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with ServerProcess(tmp_path_factory.mktemp("nuke") / "cache", delay=0.03) as proc:
-        yield proc
-
-
-@pytest.fixture
-def plates(tmp_path):
-    """A Read node on 6 scene-linear EXR plates (frames 1-6)."""
-    for i, img in enumerate(clip(6), start=1):
-        write_image(tmp_path / f"plate.{i:04d}.exr", img, pixel_type="float")
-    read = nuke.nodes.Read(file=str(tmp_path / "plate.####.exr"))
-    read._format, read._range = nuke.Format(W, H), (1, 6)
-    return read
-
-
-@pytest.fixture
-def node(tmp_path, server):
-    nuke.standin_reset()
-    nuke.root()["name"].setValue(str(tmp_path / "comp.nk"))  # a fresh shot id per test
-    mam2 = nuke.createNode("MAM2")
-    mam2["address"].setValue(server.address)
-    mam2["start_server"].setValue(False)
-    mam2["output_dir"].setValue(str(tmp_path / "alpha"))
-    mam2["box"].setValue([4, 28, 30, 46])  # Nuke coords: the top rows of the image
-    yield mam2
-    mam2_nuke._jobs.clear()
-
-
-def press(node, button: str, wait: bool = True) -> None:
-    node[button].execute()
-    if wait:
-        nuke.standin_pump(until=lambda: node.fullName() not in mam2_nuke._jobs, timeout=30)
-
-
-def status(node) -> str:
-    return node["status"].value()
-
-
-def test_gizmo_declares_the_knobs_and_its_buttons_call_existing_functions():
+def test_gizmo_is_a_group_with_its_knobs_wired_to_the_adapter():
     blocks = nkscript.parse(GIZMO.read_text())
-    group, children = blocks[0], {b.value("name"): b for b in blocks[1:]}
+    group, children = blocks[0], blocks[1:]
+    assert group.cls == "Group" and group.value("inputs") == "2"  # plate + mask
     knobs = {k.name: k for k in group.user_knobs}
-    for name in ("address", "start_server", "engine", "prompt_frame", "box", "fg1", "fg1_on", "bg1", "bg1_on",
-                 "output_dir", "track", "retrack", "cancel", "status", "use_input_range", "range_first", "shot"):
-        assert name in knobs, name
-    assert knobs["box"].code == 15 and knobs["fg1"].code == 12 and knobs["status"].code == 26
-    assert knobs["engine"].items[0] == "default"
+    codes = {"box": 15, "fg1": 12, "use_box": 6, "range_first": 3, "output_dir": 2, "address": 1, "engine": 4,
+             "status": 26, "track": 22, "mam2_tab": 20, "output": 41, "key_list": 4, "shot_uuid": 1}
+    assert {name: knobs[name].code for name in codes} == codes
+    assert knobs["output"].text == "AlphaCopy.to0" and knobs["engine"].items[0] == "default"
     scripts = {k.name: k.text for k in group.user_knobs if k.code == 22}
-    assert set(scripts) == {"track", "retrack", "cancel", "set_prompt_frame"}
-    for name, script in scripts.items():
+    for name, script in scripts.items():  # every button calls a function that exists
         calls = [n.func.attr for n in ast.walk(ast.parse(script))
-                 if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-                 and getattr(n.func.value, "id", None) == "mam2_nuke"]
+                 if isinstance(n, ast.Call) and getattr(n.func.value, "id", None) == "mam2_nuke"]
         assert calls and all(callable(getattr(mam2_nuke, c)) for c in calls), (name, calls)
-    assert {mam2_nuke.READ_NODE, mam2_nuke.COPY_NODE, mam2_nuke.INPUT_NODE} <= set(children)
-    copy = children[mam2_nuke.COPY_NODE]
-    assert (copy.value("from0"), copy.value("to0"), copy.value("bbox"), copy.value("disable")) == \
-        ("rgba.alpha", "rgba.alpha", "B", "true")  # keeps the input's bbox; off until alphas exist
-    names = [b.value("name") for b in blocks[1:]]  # nk stack: the Read is pushed first (A), the input last (B)
-    assert names.index(mam2_nuke.READ_NODE) < names.index(mam2_nuke.INPUT_NODE) < names.index(mam2_nuke.COPY_NODE)
+    names = [b.value("name") for b in children]
+    wiring = {b.value("name"): [names[i - 1] if i else None for i in b.inputs] for b in children}
+    assert wiring["AlphaCopy"] == ["Input1", "AlphaRead"]  # B = the plate (its format/bbox kept), A = the alphas
+    assert wiring["MaskCopy"] == ["Input1", "mask"]  # the mask in the plate's format
+    assert wiring["MattePremult"] == ["AlphaCopy", "AlphaRead"] and wiring["Output1"] == ["MattePremult"]
+    read = children[names.index("AlphaRead")]
+    assert (read.value("before"), read.value("after"), read.value("on_error")) == ("black", "black", "error")
 
 
-def test_menu_adds_the_node():
+def test_created_node_is_a_group_and_the_menu_adds_it(node):
+    assert node.Class() == "Group"  # a .gizmo with a Group body: Nuke creates a Group, not a "MAM2" class
     runpy.run_path(str(PLUGIN / "menu.py"))
     assert ("MAM2/MAM2 matte", "nuke.createNode('MAM2')") in nuke.menus["Nodes"]
 
 
-def test_track_from_a_read_brings_alphas_back_into_the_graph(node, plates, tmp_path):
+def test_track_brings_the_matte_into_the_node_output(node, plates, tmp_path):
     node.setInput(0, plates)
     press(node, "track")
-    assert status(node).startswith("Done: 6 frames computed"), status(node)
-    pattern = str(tmp_path / "alpha" / f"{node['shot'].value()}.alpha.%04d.exr")
-    assert all(os.path.exists(pattern % f) for f in range(1, 7))
-    assert not [p for p in (tmp_path / "alpha").iterdir() if p.name.startswith(".")]  # no temp files left
-    read = node.node(mam2_nuke.READ_NODE)
-    assert read["file"].value() == pattern.replace(os.sep, "/")
-    assert [read[k].value() for k in ("first", "last", "origfirst", "origlast")] == [1, 6, 1, 6]
-    assert read._reloads == 1 and node.node(mam2_nuke.COPY_NODE)["disable"].value() is False
-    alpha = read_image(pattern % 1).pixels[..., 0]
-    assert alpha.shape == (H, W)
-    assert alpha[2:20, 5:29].mean() > alpha[30:, 5:29].mean() + 0.3  # the box (Nuke y up) is the top rows
+    assert status(node).startswith("Done: 6 frames computed, 0 cached, 6 alphas written (1001-1006)"), status(node)
+    assert "engine testfast on cpu" in status(node) and "keyed frame 1001" in status(node)
+    shot = node["shot"].value()
+    folder = tmp_path / "mam2" / shot  # next to the script
+    assert sorted(p.name for p in folder.iterdir()) == [f"{shot}.alpha.{f:04d}.exr" for f in range(FIRST, FIRST + 6)]
+    assert nuke.executed == []  # EXR plates of a plain Read go by path: nothing rendered
+    for frame in (FIRST, FIRST + 3):
+        alpha = matte(node, frame)
+        assert alpha.shape == (48, 64) and alpha[2:20, 5:29].mean() > alpha[30:, 5:29].mean() + 0.3  # the box
+    assert square_left(matte(node, FIRST + 3)) == 8 + 2 * 3  # frame 1004 is plate 1004
+    out = nuke.standin_render(node, FIRST)
+    plate = nuke.standin_render(plates, FIRST)
+    assert all(np.array_equal(out[c], plate[c]) for c in ("rgba.red", "rgba.green", "rgba.blue"))  # rgb untouched
     steps = [v for _, kind, v in nuke.progress_log if kind == "progress"]
     assert steps[-1] == 100 and steps == sorted(steps) and len(steps) >= 6
     assert not nuke.messages
 
 
-def test_retrack_recomputes_only_the_frames_after_the_correction(node, plates):
+def test_outside_the_tracked_range_the_matte_is_black_not_held(node, plates):
+    node.setInput(0, plates)
+    track_range(node, FIRST + 1, FIRST + 3)
+    assert status(node).startswith("Done: 3 frames computed"), status(node)
+    assert matte(node, FIRST + 3).max() > 0.5
+    for frame in (FIRST, FIRST + 4, FIRST + 40):  # a held last/first matte here would be a wrong matte
+        assert matte(node, frame).max() == 0.0, frame
+
+
+def test_keys_each_keep_their_own_box_and_the_list_drives_the_server(node, plates, server):
+    node.setInput(0, plates)
+    press(node, "add_key", wait=False)
+    nuke.frame(FIRST + 4)
+    node["box"].setValue([10, 4, 40, 24])  # animated now: keys frame 1005
+    press(node, "add_key", wait=False)
+    assert node["key_list"].values() == ["1001", "1005"] and node["key_list"].value() == "1005"
+    assert node["box"].getValueAt(FIRST, 1) == BOX[1] and node["box"].getValueAt(FIRST + 4, 1) == 4
+    nuke.frame(FIRST + 2)
+    press(node, "add_key", wait=False)  # keys what 1003 shows now ...
+    node["box"].setValueAt(0, FIRST, 1)  # ... so editing the key before it does not move it
+    assert node["box"].getValueAt(FIRST + 2, 1) == BOX[1]
+    node["key_list"].setValue("1003")
+    press(node, "delete_key", wait=False)
+    node["box"].setValueAt(BOX[1], FIRST, 1)
+    press(node, "track")
+    assert status(node).startswith("Done"), status(node)
+    with server.client() as client:
+        shots = {s["shot"]: s for s in client.status()["shots"]}
+    assert shots[node["shot"].value()]["keyframes"] == [FIRST, FIRST + 4]
+    assert matte(node, FIRST + 4)[30:46, 12:38].mean() > matte(node, FIRST + 4)[2:18, 12:38].mean() + 0.3
+    node["key_list"].setValue("1005")
+    press(node, "delete_key", wait=False)
+    assert node["key_list"].values() == ["1001"] and not node["box"].isKeyAt(FIRST + 4)
+    press(node, "track")
+    with server.client() as client:
+        shots = {s["shot"]: s for s in client.status()["shots"]}
+    assert shots[node["shot"].value()]["keyframes"] == [FIRST]  # deleted on the node: removed on the server
+    node["key_list"].setValue("1001")
+    press(node, "goto_key", wait=False)
+    assert nuke.frame() == FIRST
+
+
+def test_set_key_and_track_recomputes_only_what_the_new_key_affects(node, plates):
     node.setInput(0, plates)
     press(node, "track")
-    nuke.frame(4)
-    node["box"].setValueAt([10, 10, 40, 30], 4)
+    nuke.frame(FIRST + 3)
+    node["box"].setValue([10, 10, 40, 30])  # keyed at 1004 by the Track's key at 1001
     press(node, "retrack")
     assert status(node).startswith("Done: 3 frames computed, 3 cached"), status(node)
 
 
-def test_points_only_prompt(node, plates):
-    node.setInput(0, plates)
+def test_points_linked_to_a_tracker_give_each_key_the_tracked_position(node, plates):
+    tracker = nuke.nodes.Transform()
+    tracker["translate"].setAnimated()
+    for frame, (x, y) in ((FIRST, (20, 40)), (FIRST + 4, (44, 30))):
+        tracker["translate"].setValueAt(x, frame, 0)
+        tracker["translate"].setValueAt(y, frame, 1)
+    node["fg1"].setExpression(f"{tracker.name()}.translate.x", 0)
+    node["fg1"].setExpression(f"{tracker.name()}.translate.y + 2", 1)
     node["use_box"].setValue(False)
     node["fg1_on"].setValue(True)
-    node["fg1"].setValue([20, 40])
-    node["bg1_on"].setValue(True)
-    node["bg1"].setValue([50, 5])
+    node.setInput(0, plates)
+    for frame in (FIRST, FIRST + 4):
+        nuke.frame(frame)
+        press(node, "add_key", wait=False)
+    stored = mam2_nuke.keys.load(node)
+    assert [mam2_nuke.keys.values(node, k) for k in stored.values()] == [(None, ((20, 42, 1),)), (None, ((44, 32, 1),))]
+    assert node["fg1"].hasExpression(0) and node["fg1"].hasExpression(1)  # still linked, not keyed over
     press(node, "track")
     assert status(node).startswith("Done"), status(node)
 
 
-def test_any_other_input_is_rendered_to_exr_first(node, tmp_path):
-    const = nuke.nodes.Constant()
-    const._format, const._range = nuke.Format(W, H), (1, 3)
-    frames = clip(3)
-    const.standin_pixels = lambda f: frames[f - 1]
-    node.setInput(0, const)
+def test_shot_id_survives_a_new_script_version_and_a_pasted_copy_gets_its_own(node, plates):
+    node.setInput(0, plates)
     press(node, "track")
-    assert status(node).startswith("Done: 3 frames computed"), status(node)
-    assert nuke.executed == [("Write1", 1, 3)] and node.node("Write1") is None  # temp Write removed
-    # rendered per shot: two nodes sharing an alpha folder never read each other's plates
-    assert (tmp_path / "alpha" / "plates" / node["shot"].value() / "plate.0003.exr").exists()
+    shot, uuid = node["shot"].value(), node["shot_uuid"].value()
+    nuke.root()["name"].setValue(nuke.root()["name"].value().replace("_v001", "_v002"))  # File > Save New Version
+    press(node, "track")
+    assert node["shot"].value() == shot and status(node).startswith("Done: 0 frames computed, 6 cached"), status(node)
+    copy = nuke.createNode("MAM2")
+    copy["shot_uuid"].setValue(uuid)  # what copy/paste does
+    copy["address"].setValue(node["address"].value())
+    copy["start_server"].setValue(False)
+    copy["box"].setValue(BOX)
+    copy.setInput(0, plates)
+    press(copy, "track")
+    assert copy["shot_uuid"].value() != uuid and copy["shot"].value() != shot, status(copy)
+
+
+def test_matte_into_another_channel_and_premultiplied(node, plates):
+    node.setInput(0, plates)
+    node["output"].setValue("mam2.matte")
+    press(node, "track")
+    out, plate = nuke.standin_render(node, FIRST), nuke.standin_render(plates, FIRST)
+    assert out["mam2.matte"].max() > 0.5 and np.array_equal(out["rgba.alpha"], plate["rgba.alpha"])
+    node["output"].setValue("rgba.alpha")
+    node["premultiply"].setValue(True)
+    out = nuke.standin_render(node, FIRST)
+    np.testing.assert_allclose(out["rgba.red"], plate["rgba.red"] * out["rgba.alpha"], rtol=1e-6)
 
 
 def test_cancel_stops_after_the_frame_in_progress(node, tmp_path):
-    for i, img in enumerate(clip(40), start=1):
-        write_image(tmp_path / f"long.{i:04d}.exr", img, pixel_type="float")
-    read = nuke.nodes.Read(file=str(tmp_path / "long.%04d.exr"))
-    read._format, read._range = nuke.Format(W, H), (1, 40)
-    node.setInput(0, read)
+    from nuke_testing import make_read, write_plates
+    write_plates(tmp_path / "long", count=40, name="long")
+    node.setInput(0, make_read(str(tmp_path / "long" / "long.%04d.exr"), FIRST, FIRST + 39))
     press(node, "track", wait=False)
-    nuke.standin_pump(until=lambda: any(k == "message" and str(v).startswith("frame")
-                                        for _, k, v in nuke.progress_log))
+    nuke.standin_pump(until=lambda: any(k == "message" and str(v).startswith("frame") for _, k, v in nuke.progress_log))
     press(node, "cancel")
     assert status(node).startswith("Cancelled:"), status(node)
     done = int(status(node).split()[1])
-    assert 0 < done < 40 and node.node(mam2_nuke.READ_NODE)["last"].value() == 40
+    read = node.node("AlphaRead")
+    assert 0 < done < 40 and read["last"].value() - read["first"].value() + 1 == done  # only frames on disk
 
 
 def test_progress_bar_cancel_button_also_cancels(node, plates):
@@ -178,17 +200,19 @@ def test_progress_bar_cancel_button_also_cancels(node, plates):
     (lambda n, r: None, "no input: connect the plate"),
     (lambda n, r: (n.setInput(0, r), n["box"].setValue([10, 10, 10, 30])), "is empty"),
     (lambda n, r: (n.setInput(0, r), n["box"].setValue([100, 60, 200, 90])), "outside the 64x48 frame"),
-    (lambda n, r: (n.setInput(0, r), n["use_box"].setValue(False)), "no prompt"),
-    (lambda n, r: (n.setInput(0, r), n["prompt_frame"].setValue(9)), "outside the tracked range 1-6"),
+    (lambda n, r: (n.setInput(0, r), n["use_box"].setValue(False)), "nothing to key"),
+    (lambda n, r: (n.setInput(0, r), nuke.frame(990)), "outside the tracked range 1001-1006"),
+    (lambda n, r: (n.setInput(0, r), n["output_dir"].setValue("[bogus]")), "cannot be evaluated"),
     (lambda n, r: (n.setInput(0, r), n["address"].setValue(f"tcp://127.0.0.1:{free_port()}")),
      "no MAM2 server answers at tcp://127.0.0.1:"),
 ])
-def test_errors_show_in_the_status_and_a_message(node, plates, setup, expected):
+def test_problems_show_in_the_status_and_a_message(node, plates, setup, expected):
     setup(node, plates)
     press(node, "track")
     assert status(node).startswith("Error: ") and expected in status(node), status(node)
+    assert "internal error" not in status(node)
     assert len(nuke.messages) == 1 and expected in nuke.messages[0]
-    assert node.node(mam2_nuke.COPY_NODE)["disable"].value() is True
+    assert node.node("AlphaCopy")["disable"].value() is True
 
 
 def test_a_second_track_while_running_is_refused(node, plates):
@@ -196,7 +220,7 @@ def test_a_second_track_while_running_is_refused(node, plates):
     press(node, "track", wait=False)
     press(node, "track", wait=False)
     assert "already going" in nuke.messages[0]
-    nuke.standin_pump(until=lambda: node.fullName() not in mam2_nuke._jobs, timeout=30)
+    nuke.standin_pump(until=lambda: not runner._jobs, timeout=30)
     assert status(node).startswith("Done"), status(node)
 
 
@@ -207,8 +231,21 @@ def test_headless_nuke_runs_inline(node, plates):
     assert status(node).startswith("Done: 6 frames computed"), status(node)
 
 
+def test_the_adapter_never_touches_nuke_off_the_main_thread(node, plates, monkeypatch):
+    """The worker only talks to the server: every knob access of the job happens on the main thread."""
+    seen = []
+    real = nuke.Knob._live
+
+    def spy(knob, what):
+        seen.append(threading.current_thread() is threading.main_thread())
+        return real(knob, what)
+    monkeypatch.setattr(nuke.Knob, "_live", spy)
+    node.setInput(0, plates)
+    press(node, "track")
+    assert status(node).startswith("Done") and seen and all(seen)
+
+
 def test_the_standin_refuses_knob_access_off_the_main_thread(node):
-    import threading
     knob, errors = node["status"], []
 
     def off_main():
@@ -225,8 +262,18 @@ def test_the_standin_refuses_knob_access_off_the_main_thread(node):
         node["no_such_knob"]
 
 
-def test_set_prompt_frame_button(node):
-    nuke.frame(5)
-    press(node, "set_prompt_frame", wait=False)
-    assert node["prompt_frame"].value() == 5
-    assert np.isfinite(node["box"].value(0))
+def test_server_tab_shows_engine_device_and_the_shot(node, plates):
+    def check() -> str:
+        press(node, "check_server", wait=False)
+        nuke.standin_pump(until=lambda: not node["server_info"].value().startswith("status:"))
+        return node["server_info"].value()
+    assert "not tracked yet" in check()
+    node.setInput(0, plates)
+    press(node, "track")
+    text = check()
+    assert "engine testfast on cpu" in text and "not started by this Nuke" in text, text
+    assert "shot: 6/6 frames received, keys 1001" in text, text
+    for action in ("stop", "restart"):  # a server someone else started is left alone
+        press(node, f"{action}_server", wait=False)
+        nuke.standin_pump(until=lambda: not node["server_info"].value().startswith(f"{action}:"))
+        assert f"not started by this Nuke, so not {action}" in node["server_info"].value()

@@ -164,12 +164,12 @@ def ensure_server(address: str = wire.DEFAULT_ADDRESS, *, start: bool = True, co
     full = [*cmd, "serve", "--address", address, *serve_args]
     if exit_with_host:
         full += ["--exit-with", str(os.getpid())]
-    with open(log_file, "ab") as log:
-        try:
+    try:  # an unwritable log folder or a missing/non-executable command: a message, not a traceback
+        with open(log_file, "ab") as log:
             process = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                        env=server_environment(env), start_new_session=True, close_fds=True)
-        except OSError as exc:
-            raise ServerUnavailable(f"cannot start a MAM2 server with {shlex.join(full)}: {exc}") from None
+    except OSError as exc:
+        raise ServerUnavailable(f"cannot start a MAM2 server with {shlex.join(full)}: {exc}") from None
     server = LocalServer(address, cmd, list(serve_args), log_file, process, dict(env) if env else None)
     client = Client(address, timeout=min(timeout, 1.0), retries=1, **client_kwargs)
     deadline = time.monotonic() + wait

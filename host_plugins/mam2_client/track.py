@@ -1,6 +1,6 @@
 """Host-agnostic tracking job for the host plugins: prompts, frame ranges, paths and the run.
 
-A host adapter (Nuke's `host_plugins/nuke/mam2_nuke.py`; Blender's to come) reads its
+A host adapter (Nuke's `host_plugins/nuke/mam2_nuke/`, Blender's `host_plugins/blender/`) reads its
 UI on the host's main thread into a `TrackJob`, runs `run_job` on a worker thread and
 applies the `JobResult` on the main thread. Coordinates here are the hosts' (Nuke and
 Blender: origin bottom-left); `ShotPrompt.to_server` flips y for the protocol's top-left.
@@ -25,10 +25,16 @@ PADDING = re.compile(r"(#+)|%(0?\d*)d")
 SHOT_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 Progress = Callable[[str, int], None]  # (message, percent 0..100)
+Render = Callable[[list[int]], dict[int, str]]  # frames -> EXR files (the host's main thread); raises HostError
+SEND_CHUNK = 8  # plate files read into memory at once when they are sent as bytes
 
 
 class PromptError(ValueError):
     """The prompt knobs do not describe a usable prompt (the message says which and why)."""
+
+
+class HostError(MAM2Error):
+    """The host could not do its part (render plates, a deleted node...); the message is for the artist."""
 
 
 @dataclass(frozen=True)
@@ -36,19 +42,21 @@ class ShotPrompt:
     """One keyframe prompt in the host's pixel coordinates (Nuke, Blender: origin bottom-left).
 
     box: (x, y, r, t) (left, bottom, right, top, as Nuke's BBox_Knob holds it) or None;
-    points: (x, y, label), label 1 = fg, 0 = bg.
+    points: (x, y, label), label 1 = fg, 0 = bg;
+    mask: a one-channel EXR file (image rows top-down, as files are) rendered by the host, or None.
     """
 
     frame: int
     box: tuple[float, float, float, float] | None
     points: tuple[tuple[float, float, int], ...] = ()
+    mask: str | None = None
 
     def validate(self, width: int, height: int, first: int, last: int) -> None:
         """Raise PromptError when the server would refuse it (empty/off-frame box, no prompt...)."""
         if not first <= self.frame <= last:
             raise PromptError(f"prompt frame {self.frame} is outside the tracked range {first}-{last}")
-        if self.box is None and not self.points:
-            raise PromptError("no prompt: enable the box or at least one foreground point")
+        if self.box is None and not self.points and self.mask is None:
+            raise PromptError(f"no prompt on frame {self.frame}: enable the box, a foreground point or the mask")
         if self.box is not None:
             x, y, r, t = self.box
             if r - x < 1 or t - y < 1:
@@ -60,7 +68,7 @@ class ShotPrompt:
             if not (0 <= x < width and 0 <= y < height):
                 kind = "foreground" if label else "background"
                 raise PromptError(f"a {kind} point ({x:g}, {y:g}) lies outside the {width}x{height} frame")
-        if self.points and not any(label for _, _, label in self.points) and self.box is None:
+        if self.points and not any(label for _, _, label in self.points) and self.box is None and self.mask is None:
             raise PromptError("only background points: add a foreground point or the box")
 
     def to_server(self, height: int) -> tuple[tuple[float, float, float, float] | None, list[tuple[float, float, int]]]:
@@ -88,6 +96,11 @@ class TrackJob:
     prompt: ShotPrompt
     output_pattern: str  # printf-style alpha path, e.g. /out/sh010.alpha.%04d.exr
     retrack: bool = False  # keep the server's frames when it has them all; add this keyframe
+    # Every keyframe of the shot (empty: just `prompt`). When given, it is the whole truth:
+    # keyframes the server holds that are not in it are removed.
+    keyframes: tuple[ShotPrompt, ...] = ()
+    colorspace: str | None = None  # the plates' colour space for open_shot (None: the server's default)
+    refresh_plates: bool = False  # render/send frames the server already holds again (the input changed)
 
 
 @dataclass
@@ -98,11 +111,15 @@ class JobResult:
     cancelled: bool = False
     warning: str = ""
     error: str = ""  # set instead of raising, so the adapter only has to show it
+    server: dict = field(default_factory=dict)  # the server's hello: engine, device, version
 
 
-def shot_id(host: str, script: str, node: str, width: int, height: int, first: int, last: int) -> str:
-    """A valid, stable shot id per (host, script, node, size, range): other parameters get a new shot."""
-    digest = hashlib.sha1(f"{host}|{script}|{node}|{width}x{height}|{first}-{last}".encode()).hexdigest()[:10]
+def shot_id(host: str, script: str, node: str, width: int, height: int, first: int, last: int,
+            tag: str = "") -> str:
+    """A valid, stable shot id per (host, script, node, size, range[, tag]): other parameters get a new
+    shot. `tag` holds anything else open_shot fixes, e.g. the colour space."""
+    key = f"{host}|{script}|{node}|{width}x{height}|{first}-{last}" + (f"|{tag}" if tag else "")
+    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
     name = SHOT_CHARS.sub("_", node).strip("_.-")[:60] or "node"
     return f"{host}_{name}_{digest}"
 
@@ -134,9 +151,12 @@ def write_atomic(path: str, data: bytes | memoryview) -> None:
             os.unlink(tmp)
 
 
-def run_job(job: TrackJob, cancel: threading.Event, progress: Progress) -> JobResult:
+def run_job(job: TrackJob, cancel: threading.Event, progress: Progress,
+            render: Render | None = None) -> JobResult:
     """Track (or re-track) one shot on the server and write its alphas. Runs on a worker thread.
 
+    `render(frames)` makes plates for frames that have no file in `job.plates` and that the
+    server lacks (all of them with `job.refresh_plates`); the host runs it on its main thread.
     Never raises for server/prompt problems: they come back in JobResult.error.
     """
     result = JobResult()
@@ -145,19 +165,18 @@ def run_job(job: TrackJob, cancel: threading.Event, progress: Progress) -> JobRe
         serve_args = ("--engine", job.engine) if job.engine != ENGINE_DEFAULT else ()
         progress(f"connecting to {job.address}", 0)
         client = ensure_server(job.address, start=job.start_server, serve_args=serve_args)
-        engine = client.hello().get("engine", "")
+        hello = client.hello()
+        result.server = {k: hello.get(k) for k in ("server", "engine", "device")}
+        engine = hello.get("engine", "")
         if job.engine != ENGINE_DEFAULT and engine != job.engine:
             result.warning = f"the server runs engine '{engine}', not '{job.engine}' (restart it to switch)"
-        opened = client.open_shot(job.shot, first=job.first, last=job.last, width=job.width, height=job.height)
-        missing = set(job.plates) - set(opened["received"])
-        if not job.retrack or missing:
-            progress(f"sending {len(job.plates)} plates", 2)
-            client.put_frames(job.shot, job.plates, encoding=wire.ENC_PATH)
+        opened = client.open_shot(job.shot, first=job.first, last=job.last, width=job.width, height=job.height,
+                                  colorspace=job.colorspace)
+        _send_plates(client, job, set(opened["received"]), render, progress)
         if cancel.is_set():
             result.cancelled = True
             return result
-        box, points = job.prompt.to_server(job.height)
-        client.add_prompt(job.shot, job.prompt.frame, box=box, points=points)
+        _send_prompts(client, job, opened.get("keyframes", ()))
 
         def on_alpha(alpha) -> None:
             write_atomic(frame_path(job.output_pattern, alpha.frame), alpha.data)
@@ -179,16 +198,60 @@ def run_job(job: TrackJob, cancel: threading.Event, progress: Progress) -> JobRe
         progress("done", 100)
     except ServerError as exc:
         result.error = f"the server refused '{exc.op}': {exc.message} ({exc.code})"
-    except MAM2Error as exc:
+    except MAM2Error as exc:  # also HostError
         result.error = str(exc)
-    except OSError as exc:
-        result.error = f"cannot write the alpha: {exc}"
+    except OSError as exc:  # an alpha that cannot be written, a plate or mask file that cannot be read
+        result.error = f"file error: {exc}"
     except Exception as exc:  # a malformed reply or a bug: still a message for the artist, never a crash
         result.error = f"internal error: {exc!r}"
     finally:
         if client is not None:
             client.close()
     return result
+
+
+def _send_plates(client, job: TrackJob, received: set[int], render: Render | None, progress: Progress) -> None:
+    """Plate files by path to a local server, as bytes to a remote one; renders only what is lacking."""
+    local = wire.is_loopback(job.address)
+    if local:
+        if job.plates and (not job.retrack or job.refresh_plates or set(job.plates) - received):
+            progress(f"sending {len(job.plates)} plates", 2)
+            client.put_frames(job.shot, job.plates, encoding=wire.ENC_PATH)
+    else:
+        _send_files(client, job.shot, {f: p for f, p in job.plates.items()
+                                       if job.refresh_plates or f not in received}, progress)
+    wanted = [f for f in range(job.first, job.last + 1)
+              if f not in job.plates and (job.refresh_plates or f not in received)]
+    if render is not None and wanted:
+        progress(f"rendering {len(wanted)} input frames the server lacks", 2)
+        _send_files(client, job.shot, render(wanted), progress)
+
+
+def _send_files(client, shot: str, files: dict[int, str], progress: Progress) -> None:
+    """EXR files as bytes, a few at a time (a remote server cannot read our paths)."""
+    frames = sorted(files)
+    for i in range(0, len(frames), SEND_CHUNK):
+        progress(f"sending plates ({i}/{len(frames)})", 5)
+        chunk = {}
+        for f in frames[i:i + SEND_CHUNK]:
+            with open(files[f], "rb") as fh:
+                chunk[f] = fh.read()
+        client.put_frames(shot, chunk, encoding=wire.ENC_EXR)
+
+
+def _send_prompts(client, job: TrackJob, server_keys) -> None:
+    prompts = job.keyframes or (job.prompt,)
+    if job.keyframes:
+        for frame in sorted(set(server_keys) - {p.frame for p in prompts}):
+            client.remove_prompt(job.shot, frame)
+    local = wire.is_loopback(job.address)
+    for prompt in prompts:
+        box, points = prompt.to_server(job.height)
+        mask = prompt.mask
+        if mask is not None and not local:
+            with open(mask, "rb") as fh:
+                mask = fh.read()
+        client.add_prompt(job.shot, prompt.frame, box=box, points=points, mask=mask)
 
 
 def summary(result: JobResult, frames: Sequence[int]) -> str:

@@ -1,7 +1,10 @@
 """A small reader of Nuke's .nk/.gizmo text (TCL-like words): enough for gizmos/MAM2.gizmo.
 
 parse(text) -> [NodeBlock]: the first block is the Group (its `user_knobs` from
-addUserKnob), the following ones its children up to `end_group`.
+addUserKnob), the following ones its children up to `end_group`. Children are wired
+as Nuke's script stack does: a node with `inputs N` (default 1; 0 for Read/Input/
+Constant) pops input 0 from the top of the stack, then input 1, ...; `set V [stack 0]`
+names the top, `push $V` pushes it again, `push 0` pushes "no input".
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ class NodeBlock:
     cls: str
     values: list[tuple[str, str]]  # (knob, raw value) in file order
     user_knobs: list[UserKnob] = field(default_factory=list)
+    inputs: list[int | None] = field(default_factory=list)  # input i: index of the source block (or None)
 
     def value(self, name: str) -> str | None:
         return dict(self.values).get(name)
@@ -93,25 +97,44 @@ def user_knob(body: str) -> UserKnob:
     return knob
 
 
+NO_INPUT_CLASSES = {"Read", "Input", "Constant", "Roto"}
+
+
 def parse(text: str) -> list[NodeBlock]:
     w = words(text)
-    blocks, i = [], 0
+    blocks: list[NodeBlock] = []
+    stack: list[int | None] = []
+    names: dict[str, int | None] = {}
+    i = 0
     while i < len(w):
-        if w[i] in ("version", "set", "push"):
+        if w[i] == "version":
             i += 2
-            continue
-        if w[i] == "end_group":
+        elif w[i] == "set":  # set NAME [stack 0]
+            names[w[i + 1]] = stack[-1]
+            i += 2
+            while not w[i].endswith("]"):
+                i += 1
+            i += 1
+        elif w[i] == "push":
+            stack.append(None if w[i + 1] == "0" else names[w[i + 1].lstrip("$")])
+            i += 2
+        elif w[i] == "end_group":
             break
-        cls, body = w[i], w[i + 1]
-        pairs = words(body)
-        if len(pairs) % 2:
-            raise ValueError(f"{cls}: odd number of words in its body")
-        block = NodeBlock(cls, [])
-        for key, value in zip(pairs[::2], pairs[1::2]):
-            if key == "addUserKnob":
-                block.user_knobs.append(user_knob(value))
-            else:
-                block.values.append((key, value))
-        blocks.append(block)
-        i += 2
+        else:
+            cls, body = w[i], w[i + 1]
+            pairs = words(body)
+            if len(pairs) % 2:
+                raise ValueError(f"{cls}: odd number of words in its body")
+            block = NodeBlock(cls, [])
+            for key, value in zip(pairs[::2], pairs[1::2]):
+                if key == "addUserKnob":
+                    block.user_knobs.append(user_knob(value))
+                else:
+                    block.values.append((key, value))
+            if blocks:  # the group itself is not on its own stack
+                count = int(block.value("inputs") or (0 if cls in NO_INPUT_CLASSES else 1))
+                block.inputs = [stack.pop() if stack else None for _ in range(count)]
+                stack.append(len(blocks))
+            blocks.append(block)
+            i += 2
     return blocks
