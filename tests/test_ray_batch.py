@@ -48,6 +48,15 @@ trap '"$BIN/ray" stop --force >/dev/null 2>&1' EXIT
     --jobs-log "$WORK/ray/jobs.jsonl"
 rc=$?
 wait
+# Ctrl-C: a second batch on the same cluster, interrupted once its first alpha is there
+"$BIN/mam2" batch "$WORK/cancel/manifest.json" --only long --ray 127.0.0.1:6390 --chunk-frames 6 --quiet \
+    --jobs-log "$WORK/cancel/jobs.jsonl" &
+driver=$!
+"$BIN/python" "$WORK/interrupter.py" "$WORK/cancel/alpha" $driver
+wait $driver
+echo $? > "$WORK/cancel/rc"
+sleep 2
+cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' '\n' | grep '^ray::mam2:' > "$WORK/cancel/busy"
 exit $rc
 """
 
@@ -76,6 +85,17 @@ while any(os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().sp
 stamps = {n: [s.st_ino, s.st_mtime_ns] for n in os.listdir(alpha) if n.startswith("long.")
           for s in [os.stat(os.path.join(alpha, n))]}
 json.dump({"victims": victims, "stamps": stamps}, open(out, "w"))
+"""
+
+INTERRUPTER = r"""
+import os, signal, sys, time
+alpha, driver = sys.argv[1], int(sys.argv[2])
+deadline = time.monotonic() + 200
+while not (os.path.isdir(alpha) and any(n.endswith(".exr") for n in os.listdir(alpha))):
+    if time.monotonic() > deadline:
+        sys.exit("no alpha appeared")
+    time.sleep(0.01)
+os.kill(driver, signal.SIGINT)
 """
 
 
@@ -110,7 +130,9 @@ def test_two_node_cluster_survives_a_killed_worker_and_matches_one_machine(clips
     work = Path(tempfile.mkdtemp(prefix="mam2ray", dir="/tmp"))
     try:
         write_manifest(work / "ray", clips)
+        write_manifest(work / "cancel", clips)
         (work / "killer.py").write_text(KILLER)
+        (work / "interrupter.py").write_text(INTERRUPTER)
         env = {**os.environ, "BIN": str(BIN), "WORK": str(work), "RAY_TMPDIR": str(work),
                "RAY_USAGE_STATS_ENABLED": "0"}
         run = subprocess.run(NAMESPACES + ["bash", "-c", CLUSTER], env=env, capture_output=True, text=True,
@@ -139,6 +161,17 @@ def test_two_node_cluster_survives_a_killed_worker_and_matches_one_machine(clips
         assert names == sorted(p.name for p in single_alpha.iterdir()) and len(names) == 3 * 3 + 12
         for name in names:
             assert (ray_alpha / name).read_bytes() == (single_alpha / name).read_bytes(), name
+
+        # Ctrl-C: exit 130, the shot recorded as interrupted, no task left running, only whole frames
+        cancel = work / "cancel"
+        assert (cancel / "rc").read_text().strip() == "130", logs
+        [record] = map(json.loads, (cancel / "jobs.jsonl").read_text().splitlines())
+        assert record["status"] == "interrupted" and 1 <= record["written"] < 12, record
+        assert not (cancel / "busy").read_text().strip(), "tasks still running after Ctrl-C"
+        written = sorted(p.name for p in (cancel / "alpha").iterdir())
+        assert len(written) == record["written"] and all(n.startswith("long.") for n in written), written
+        for name in written:
+            assert (cancel / "alpha" / name).read_bytes() == (single_alpha / name).read_bytes(), name
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

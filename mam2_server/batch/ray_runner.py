@@ -21,6 +21,7 @@ paths and have mam2 installed (see docs/farm.md).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -86,7 +87,7 @@ def matte_unit(shot: Shot, frames: list[int], resume: bool, before: dict[str, Fi
     context = ray.get_runtime_context()
     device = task_device(shot.engine.device, ray.get_gpu_ids())
     if device != shot.engine.device:
-        shot = Shot(**{**shot.__dict__, "engine": EngineConfig(shot.engine.name, shot.engine.checkpoint, device)})
+        shot = dataclasses.replace(shot, engine=dataclasses.replace(shot.engine, device=device))
     result = run_shot(shot, _ENGINES, resume=resume, part=frames, before=before)
     return UnitResult(result, node=context.get_node_id(), pid=os.getpid())
 
@@ -306,7 +307,7 @@ def _drive(ray, plans: list[_ShotPlan], options: dict, *, resume: bool, progress
                 unit.ref = remote.options(name=f"mam2:{plan.shot.name}:{i + 1}/{len(plan.units)}",
                                           max_retries=max_retries, retry_exceptions=False,
                                           scheduling_strategy="SPREAD", **options[plan.shot.name]).remote(
-                    plan.shot, unit.frames, resume, unit.before or None)
+                    plan.shot, unit.frames, resume, None if resume else unit.before)
                 by_ref[unit.ref] = unit
         pending = list(by_ref)
         cancelled_at, shown = None, -1

@@ -37,8 +37,7 @@ def file_stamp(path: str | Path) -> FileStamp | None:
     return st.st_ino, st.st_mtime_ns
 
 
-def _frame_done(pattern: SequencePattern, frame: int, before: Mapping[str, FileStamp] | None) -> bool:
-    path = pattern.path(frame)
+def _file_done(path: Path, before: Mapping[str, FileStamp] | None) -> bool:
     if not path.is_file():
         return False
     if before is not None and file_stamp(path) == before.get(str(path), ()):
@@ -62,8 +61,7 @@ def finished_frames(shot: Shot, frames: Sequence[int], before: Mapping[str, File
     since count: a run that recomputes everything (no resume) and is retried after a crash
     still writes each frame once.
     """
-    patterns = [SequencePattern(shot.output)] + ([SequencePattern(shot.rgba)] if shot.rgba else [])
-    return [f for f in frames if all(_frame_done(p, f, before) for p in patterns)]
+    return [f for f in frames if all(_file_done(path, before) for path in output_paths(shot, f))]
 
 
 @dataclass
@@ -234,7 +232,8 @@ def run_shot(shot: Shot, engines: dict[EngineConfig, Engine], *, resume: bool = 
                                  f"{format_frame_range(frames)}")
             frames = sorted(part)
         result.frames = frames
-        done = finished_frames(shot, frames) if resume else finished_frames(shot, frames, before) if before else []
+        done = (finished_frames(shot, frames) if resume else
+                finished_frames(shot, frames, before) if before is not None else [])
         result.kept = len(done)
         if frames and len(done) == len(frames):
             result.status = "skipped"
