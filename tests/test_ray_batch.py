@@ -43,9 +43,9 @@ trap '"$BIN/ray" stop --force >/dev/null 2>&1' EXIT
     > "$WORK/head.log" 2>&1 || { echo "ray start --head failed"; exit 90; }
 "$BIN/ray" start --address 127.0.0.1:6390 --num-cpus 1 > "$WORK/node2.log" 2>&1 \
     || { echo "ray start --address failed"; exit 91; }
-"$BIN/python" "$WORK/killer.py" "$WORK/ray/alpha" "$WORK/killed.json" &
-"$BIN/mam2" batch "$WORK/ray/manifest.json" --ray 127.0.0.1:6390 --chunk-frames 6 --quiet \
-    --jobs-log "$WORK/ray/jobs.jsonl"
+"$BIN/python" "$WORK/killer.py" "$WORK/cluster/alpha" "$WORK/killed.json" &
+"$BIN/mam2" batch "$WORK/cluster/manifest.json" --ray 127.0.0.1:6390 --chunk-frames 6 --quiet \
+    --jobs-log "$WORK/cluster/jobs.jsonl"
 rc=$?
 wait
 # Ctrl-C: a second batch on the same cluster, interrupted once its first alpha is there
@@ -129,29 +129,34 @@ def test_two_node_cluster_survives_a_killed_worker_and_matches_one_machine(clips
     # Unix socket paths must stay short (< 108 bytes): Ray's session folder goes in /tmp.
     work = Path(tempfile.mkdtemp(prefix="mam2ray", dir="/tmp"))
     try:
-        write_manifest(work / "ray", clips)
+        write_manifest(work / "cluster", clips)
         write_manifest(work / "cancel", clips)
         (work / "killer.py").write_text(KILLER)
         (work / "interrupter.py").write_text(INTERRUPTER)
         env = {**os.environ, "BIN": str(BIN), "WORK": str(work), "RAY_TMPDIR": str(work),
-               "RAY_USAGE_STATS_ENABLED": "0"}
+               "RAY_USAGE_STATS_ENABLED": "0",
+               # nothing outside the namespace can reach it; and a token in ~/.ray/ that another Ray
+               # on this machine may rewrite meanwhile must not break the test
+               "RAY_AUTH_MODE": "disabled"}
         run = subprocess.run(NAMESPACES + ["bash", "-c", CLUSTER], env=env, capture_output=True, text=True,
                              timeout=280)
-        logs = f"stdout:\n{run.stdout[-4000:]}\nstderr:\n{run.stderr[-6000:]}"
+        logs = f"stdout:\n{run.stdout[-4000:]}\nstderr:\n{run.stderr[-6000:]}" + "".join(
+            f"\n{name}:\n{(work / name).read_text()[-3000:]}" for name in ("head.log", "node2.log")
+            if (work / name).exists())
         assert run.returncode == 0, logs
         assert not [p for p in Path("/proc").glob("[0-9]*/cmdline")
                     if str(work).encode() in _read(p)], "Ray processes outlived the namespace"
 
         killed = json.loads((work / "killed.json").read_text())
         assert killed.get("victims"), f"no worker was running the long shot's first chunk: {killed}\n{logs}"
-        records = {r["shot"]: r for r in map(json.loads, (work / "ray" / "jobs.jsonl").read_text().splitlines())}
+        records = {r["shot"]: r for r in map(json.loads, (work / "cluster" / "jobs.jsonl").read_text().splitlines())}
         assert sorted(records) == ["long", "sh10", "sh20", "sh30"]
         assert all(r["status"] == "done" and r["error"] is None for r in records.values()), records
         assert records["long"]["chunks"] == 2 and records["long"]["written"] == 12
         assert records["long"]["retried"] == 1, records["long"]  # the killed chunk, re-run by Ray
         assert len({n for r in records.values() for n in r["nodes"]}) == 2, "the shots did not use both nodes"
 
-        ray_alpha, single_alpha = work / "ray" / "alpha", tmp_path / "single" / "alpha"
+        ray_alpha, single_alpha = work / "cluster" / "alpha", tmp_path / "single" / "alpha"
         # frames finished before the kill were never written again
         for name, (ino, mtime) in killed["stamps"].items():
             stat = (ray_alpha / name).stat()

@@ -70,3 +70,23 @@ def test_sweep_removes_only_this_shots_temp_files(tmp_path):
     _sweep_temp_files(shot, [1001, 1002])
     assert not mine.exists() and other.exists() and frame.exists()
     os.unlink(other)
+
+
+def test_an_address_nobody_answers_fails_in_seconds():
+    from mam2_server.batch.ray_runner import RayBatchError, _check_reachable
+
+    with pytest.raises(RayBatchError, match="no Ray cluster answers there"):
+        _check_reachable("127.0.0.1:1")
+    _check_reachable("auto")  # Ray looks for the cluster itself
+
+
+def test_cluster_options_without_a_cluster_are_refused(clip, tmp_path, capsys):
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"shots": [{"name": "s", "input": str(clip / "plate" / "plate.####.exr"),
+                                               "output": "a/s.####.exr", "prompts": str(clip / "prompts.json")}]}))
+    assert main(["batch", str(manifest), "--chunk-frames", "3", "--gpus-per-shot", "1"]) == 2
+    assert "--chunk-frames, --gpus-per-shot: only with --ray or --openjd" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["batch", str(manifest), "--ray", "local", "--openjd", str(tmp_path / "b")])
+    assert exit_.value.code == 2 and "not allowed with" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()

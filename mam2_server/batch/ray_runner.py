@@ -131,14 +131,27 @@ def connect(address: str) -> bool:
     if ray.is_initialized():
         return False
     options = {"logging_level": logging.WARNING, "log_to_driver": True}
+    _check_reachable(address)
     try:
         if address == "local":
             ray.init(include_dashboard=False, **options)
         else:
             ray.init(address=address, **options)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise RayBatchError(f"--ray {address}: cannot connect to a Ray cluster ({exc})") from None
+    except Exception as exc:  # Ray raises its own types too (e.g. AuthenticationError for a missing token)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RayBatchError(f"--ray {address}: cannot connect to a Ray cluster ({first})") from None
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT nobody listens on fails here in seconds (ray.init would retry for minutes)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", "local": Ray finds (or starts) the cluster itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise RayBatchError(f"--ray {address}: no Ray cluster answers there ({exc})") from None
 
 
 def gpus_for(shot: Shot, gpus_per_shot: float | None, cluster_gpus: float) -> float:

@@ -90,6 +90,13 @@ def run(args: argparse.Namespace) -> int:
                                    device=args.device)
     shots = batch.select_shots(manifest.shots, only=only, chunk=chunk)
     part = parse_frame_range(args.frames) if args.frames else None
+    scale_options = {"--chunk-frames": args.chunk_frames != 0, "--cpus-per-shot": args.cpus_per_shot != 1.0,
+                     "--gpus-per-shot": args.gpus_per_shot is not None, "--max-retries": args.max_retries != 3}
+    unused = [name for name, given in scale_options.items() if given and not (args.ray or args.openjd)]
+    if unused:
+        raise CLIError(f"{', '.join(unused)}: only with --ray or --openjd (one machine runs one shot at a time)")
+    if args.openjd and args.frames:
+        raise CLIError("--frames: a job bundle has every frame of its shots; its tasks use --frames themselves")
     if args.openjd:
         template = openjd.write_bundle(manifest, shots, args.openjd, chunk_frames=args.chunk_frames,
                                        cpus=args.cpus_per_shot, gpus=args.gpus_per_shot)
