@@ -52,10 +52,10 @@ def test_a_retried_no_resume_chunk_writes_only_what_the_dead_attempt_did_not(cli
     assert {f: file_stamp(pattern.path(f)) for f in (1001, 1002)} == replaced
 
     # the driver's progress watch counts frames as they are replaced, in the order they are written
-    unit = _Unit(shot=0, frames=[1001, 1002, 1003, 1004], paths=[str(pattern.path(f)) for f in range(1001, 1005)],
+    unit = _Unit(frames=[1001, 1002, 1003, 1004], paths=[str(pattern.path(f)) for f in range(1001, 1005)],
                  before=before)
     assert unit.poll() == 4 and unit.poll() == 0
-    stale = _Unit(shot=0, frames=[1001], paths=[str(pattern.path(1001))], before={str(pattern.path(1001)):
+    stale = _Unit(frames=[1001], paths=[str(pattern.path(1001))], before={str(pattern.path(1001)):
                                                                                   file_stamp(pattern.path(1001))})
     assert stale.poll() == 0
 

@@ -112,8 +112,8 @@ def write_bundle(manifest: Manifest, shots: Sequence[Shot], folder: str | Path, 
     venv: default this interpreter's environment; log_dir: default `folder`/logs.
     """
     folder = Path(folder)
-    if folder.exists() and (not folder.is_dir() or
-                            any(p.name not in ("template.json", "parameter_values.json", "logs") for p in folder.iterdir())):
+    ours = {"template.json", "parameter_values.json", "logs"}
+    if folder.exists() and (not folder.is_dir() or any(p.name not in ours for p in folder.iterdir())):
         raise OpenJDError(f"{folder}: exists and is not a job bundle of mam2 (it holds other files); "
                           "give an empty or new folder")
     units = task_units(shots, chunk_frames=chunk_frames)

@@ -96,7 +96,6 @@ def matte_unit(shot: Shot, frames: list[int], resume: bool, before: dict[str, Fi
 
 @dataclass
 class _Unit:
-    shot: int  # index into the plan's shots
     frames: list[int]  # in the order the engine writes them
     paths: list[str]  # each frame's alpha file (written last for a frame)
     before: dict[str, FileStamp]
@@ -138,8 +137,7 @@ def connect(address: str) -> bool:
         else:
             ray.init(address=address, **options)
     except Exception as exc:  # Ray raises its own types too (e.g. AuthenticationError for a missing token)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RayBatchError(f"--ray {address}: cannot connect to a Ray cluster ({first})") from None
+        raise RayBatchError(f"--ray {address}: cannot connect to a Ray cluster ({_first_line(exc)})") from None
     return True
 
 
@@ -184,7 +182,7 @@ def _plan(shots: Sequence[Shot], *, resume: bool, part: Sequence[int] | None, ch
             if problems:
                 raise ValueError("; ".join(problems))
             plan.frames = shot.frames or SequencePattern(shot.input).existing_frames()
-            wanted = plan.frames if part is None else [f for f in plan.frames if f in set(part)]
+            wanted = plan.frames if part is None else sorted(set(plan.frames) & set(part))
             if part is not None and len(wanted) < len(set(part)):
                 raise ValueError(f"--frames asks for frames the shot does not have (it has {len(plan.frames)})")
             done = set(finished_frames(shot, wanted)) if resume else set()
@@ -202,7 +200,7 @@ def _plan(shots: Sequence[Shot], *, resume: bool, part: Sequence[int] | None, ch
             paths = [str(SequencePattern(shot.output).path(f)) for f in frames]
             before = {} if resume else {p: s for p in {str(q) for f in frames for q in output_paths(shot, f)}
                                         if (s := file_stamp(p)) is not None}
-            plan.units.append(_Unit(shot=len(plans) - 1, frames=frames, paths=paths, before=before))
+            plan.units.append(_Unit(frames=frames, paths=paths, before=before))
     return plans
 
 
@@ -227,19 +225,25 @@ def _finish_shot(plan: _ShotPlan, interrupted: bool) -> ShotResult:
     retried = sum(1 for r in results if r.kept)  # the plan left only missing frames: a dead attempt wrote these
     return ShotResult(name=shot.name, status=status, frames=plan.frames, written=written, kept=plan.kept,
                       seconds=sum(r.seconds for r in results), engine=shot.engine.name, output=shot.output,
-                      error="; ".join(e for e in errors if e) or None, hosts=hosts, chunks=len(plan.units), retried=retried,
-                      nodes=sorted({u.outcome.node for u in plan.units if isinstance(u.outcome, UnitResult)}))
+                      error="; ".join(e for e in errors if e) or None, hosts=hosts, chunks=len(plan.units),
+                      retried=retried, nodes=sorted({u.outcome.node for u in plan.units
+                                                     if isinstance(u.outcome, UnitResult)}))
 
 
 def _cancelled(exc: BaseException) -> bool:
     return type(exc).__name__ in ("TaskCancelledError", "KeyboardInterrupt")
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _task_error(exc: BaseException) -> str:
     name = type(exc).__name__
     if name in ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "ActorDiedError"):
-        return f"{name}: the task's worker died and Ray's retries ran out ({str(exc).splitlines()[0]})"
-    return f"{name}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return f"{name}: the task's worker died and Ray's retries ran out ({_first_line(exc)})"
+    return f"{name}: {_first_line(exc)}"
 
 
 def _sweep_temp_files(shot: Shot, frames: Sequence[int]) -> None:

@@ -89,7 +89,8 @@ class ShotResult:
                 "frame_count": len(self.frames), "written": len(self.written), "kept": self.kept,
                 "seconds": round(self.seconds, 3), "seconds_per_frame": round(self.seconds_per_frame, 4),
                 "engine": self.engine, "output": self.output, "error": self.error,
-                "host": ",".join(sorted(set(self.hosts))), "chunks": self.chunks, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "host": ",".join(sorted(set(self.hosts))), "chunks": self.chunks,
+                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 **({"nodes": self.nodes, "retried": self.retried} if self.nodes else {})}
 
     def line(self) -> str:
