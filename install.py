@@ -2,7 +2,8 @@
 """Set up MAM2 in ./.venv with one command (standard library only).
 
     python3 install.py            # runtime: torch (CPU), sam2, I/O, classic matting
-    python3 install.py --dev      # + test dependencies (and .venv-bpy for the Blender add-on tests)
+    python3 install.py --dev      # + test dependencies (and .venv-bpy for the Blender add-on tests);
+                                  #   ray + openjd-cli for the farm tests: ~80 MB download, ~270 MB, no torch
     python3 install.py --cuda     # torch from PyPI's default (CUDA) build instead of the CPU wheel
 
 Order matters. torch is installed first and pinned; sam2 1.1.0 is an sdist whose

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# MAM2 network on one CUDA GPU: correctness tests, then ms per frame (random weights).
+# MAM2 network on one CUDA GPU: correctness tests, end-to-end fps (the 20 fps target at hiera_l
+# 1024 bf16, scripts/gpu_fps.py), then ms per frame per stage (random weights).
 #
 #   OUT=/tmp/mam2_gpu BUDGET_S=290 bash scripts/gpu_check.sh
 #
@@ -11,7 +12,7 @@
 # Needs torch (CUDA), numpy, pyyaml, pytest; not OpenImageIO/pyzmq/pymatting (the timings
 # go through `python -m mam2_server.bench.model`, not the `mam2` command). Every step has
 # a time limit and the whole run stops starting steps after BUDGET_S seconds. Writes
-# pytest.log, bench.log and one JSON per timing run to $OUT.
+# pytest.log, fps.log, bench.log and one JSON per timing run to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/mam2_gpu}
 BUDGET_S=${BUDGET_S:-290}
@@ -48,6 +49,13 @@ step() {
 step pytest 150 "$OUT/pytest.log" \
     $PY -m pytest -q -rA -m cuda tests/test_model_cuda.py -p no:cacheprovider -W ignore::UserWarning
 
+fps() {  # fps NAME LIMIT_S ARGS...: streaming frames per second, plate up to alpha down
+    local name=$1 limit=$2; shift 2
+    step "$name" "$limit" "$OUT/fps.log" $PY scripts/gpu_fps.py --device "$DEVICE" --json "$OUT/$name.json" "$@"
+}
+fps fps_hiera_l_1024_bf16 90 --config hiera_l --size 1024 --autocast bfloat16
+fps fps_hiera_t_1024_bf16 60 --config hiera_t --size 1024 --autocast bfloat16
+
 bench() {  # bench NAME LIMIT_S ARGS...
     local name=$1 limit=$2; shift 2
     step "$name" "$limit" "$OUT/bench.log" $PY -m mam2_server.bench.model --device "$DEVICE" --no-counts \
@@ -59,5 +67,6 @@ bench hiera_t_bf16 45 --config hiera_t --sizes 512,1024 --autocast bfloat16
 bench hiera_l_bf16 60 --config hiera_l --sizes 512,1024 --autocast bfloat16
 bench hiera_l_bf16_compile 180 --config hiera_l --sizes 1024 --autocast bfloat16 --compile
 
+grep -h "fps over" "$OUT/fps.log" 2>/dev/null | sed 's/^/=== /'
 echo "=== done in ${SECONDS}s; failed: ${FAILED[*]:-none}"
 ((${#FAILED[@]} == 0))

@@ -38,13 +38,19 @@ missing are not run at all. Since the engines are deterministic for fixed prompt
 frames written now are those the interrupted run would have written. Resume assumes the
 prompts and engine did not change since the first run; after changing them, re-run with
 resume off, which recomputes and overwrites every frame (atomically, one by one; nothing is
-deleted first).
+deleted first). A chained engine (`mam2`) also re-runs the forward passes before a missing
+frame's pass, since each continues the previous one's memory bank (`batch.units`).
+
+Beyond one machine: `ray_runner` runs the shots as Ray tasks (chunks split only where the
+engine allows it, `units`), `openjd` writes an Open Job Description job bundle for a farm.
 """
 from __future__ import annotations
 
 from mam2_server.batch.manifest import (Manifest, ManifestError, Shot, check_shot, load_manifest, parse_chunk,
                                         select_shots)
-from mam2_server.batch.runner import BatchReport, ShotResult, finished_frames, run_batch
+from mam2_server.batch.runner import BatchReport, ShotResult, finished_frames, run_batch, run_shot
+from mam2_server.batch.units import frames_to_compute, independent_groups, split_frames
 
 __all__ = ["BatchReport", "Manifest", "ManifestError", "Shot", "ShotResult", "check_shot", "finished_frames",
-           "load_manifest", "parse_chunk", "run_batch", "select_shots"]
+           "frames_to_compute", "independent_groups", "load_manifest", "parse_chunk", "run_batch", "run_shot",
+           "select_shots", "split_frames"]

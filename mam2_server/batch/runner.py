@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -12,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TextIO
+from typing import Callable, Collection, Iterator, Mapping, Sequence, TextIO
 
 from mam2_server.engines import Engine, EngineConfig, create_engine
 from mam2_server.io.colour import ColourConverter
@@ -20,14 +21,27 @@ from mam2_server.io.image import read_info
 from mam2_server.io.sequence import SequencePattern, format_frame_range
 from mam2_server.io.source import SequenceSource
 from mam2_server.batch.manifest import Shot, check_shot
+from mam2_server.batch.units import frames_to_compute
 from mam2_server.shot import matte_shot
 
 log = logging.getLogger(__name__)
 
-def _frame_done(pattern: SequencePattern, frame: int) -> bool:
-    path = pattern.path(frame)
+FileStamp = tuple[int, int]  # (inode, mtime_ns): an atomic rename always gives a new inode
+
+
+def file_stamp(path: str | Path) -> FileStamp | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _file_done(path: Path, before: Mapping[str, FileStamp] | None) -> bool:
     if not path.is_file():
         return False
+    if before is not None and file_stamp(path) == before.get(str(path), ()):
+        return False  # the file of an earlier run, not yet replaced by this one
     try:
         read_info(path)
     except (OSError, ValueError):  # unreadable or truncated: not done, it is rewritten (atomically)
@@ -35,10 +49,19 @@ def _frame_done(pattern: SequencePattern, frame: int) -> bool:
     return True
 
 
-def finished_frames(shot: Shot, frames: Sequence[int]) -> list[int]:
-    """The frames whose output files (alpha, and RGBA with `rgba`) exist with a readable header."""
-    patterns = [SequencePattern(shot.output)] + ([SequencePattern(shot.rgba)] if shot.rgba else [])
-    return [f for f in frames if all(_frame_done(p, f) for p in patterns)]
+def output_paths(shot: Shot, frame: int) -> list[Path]:
+    """The files a finished frame has: its alpha, and its RGBA with "rgba"."""
+    return [SequencePattern(p).path(frame) for p in (shot.output, shot.rgba) if p]
+
+
+def finished_frames(shot: Shot, frames: Sequence[int], before: Mapping[str, FileStamp] | None = None) -> list[int]:
+    """The frames whose output files (alpha, and RGBA with `rgba`) exist with a readable header.
+
+    With `before` (stamps of the files as they were when this run began), only files replaced
+    since count: a run that recomputes everything (no resume) and is retried after a crash
+    still writes each frame once.
+    """
+    return [f for f in frames if all(_file_done(path, before) for path in output_paths(shot, f))]
 
 
 @dataclass
@@ -52,6 +75,10 @@ class ShotResult:
     engine: str = ""
     output: str = ""
     error: str | None = None
+    hosts: list[str] = field(default_factory=lambda: [socket.gethostname()])  # where it ran
+    chunks: int = 1  # work units it was split into (cluster runs)
+    nodes: list[str] = field(default_factory=list)  # Ray node ids (cluster runs)
+    retried: int = 0  # chunks Ray ran again after their worker died (cluster runs)
 
     @property
     def seconds_per_frame(self) -> float:
@@ -62,7 +89,9 @@ class ShotResult:
                 "frame_count": len(self.frames), "written": len(self.written), "kept": self.kept,
                 "seconds": round(self.seconds, 3), "seconds_per_frame": round(self.seconds_per_frame, 4),
                 "engine": self.engine, "output": self.output, "error": self.error,
-                "host": socket.gethostname(), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                "host": ",".join(sorted(set(self.hosts))), "chunks": self.chunks,
+                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                **({"nodes": self.nodes, "retried": self.retried} if self.nodes else {})}
 
     def line(self) -> str:
         span = format_frame_range(self.frames) or "-"
@@ -75,38 +104,46 @@ class ShotResult:
                 f"{kept} in {self.seconds:.1f} s, {self.seconds_per_frame:.2f} s/frame [{self.engine}]")
 
 
-class _Stoppable:
-    """Wraps an engine: once `stop` is set, ends the run after the frame being written."""
+class _BatchEngine:
+    """Wraps an engine for a batch: yields only the frames in `only`, computed as in a whole run
+    (`units.frames_to_compute`), and once `stop` is set ends after the frame being written."""
 
     def __init__(self, engine: Engine, stop: threading.Event) -> None:
         self.engine, self.stop, self.name = engine, stop, engine.name
 
     def run(self, source, prompts, only=None) -> Iterator:
-        for result in self.engine.run(source, prompts, only=only):
-            yield result  # matte_shot writes it before asking for the next one
+        compute = frames_to_compute(source.frames, prompts, only, chained=self.engine.chained)
+        for result in self.engine.run(source, prompts, only=compute):
+            if only is None or result.frame in only:
+                yield result  # matte_shot writes it before asking for the next one
             if self.stop.is_set():
                 return
 
 
 class _StopOnInterrupt:
-    """First Ctrl-C sets `stop` (finish the current frame, then stop); a second one interrupts at once."""
+    """First Ctrl-C (or SIGTERM, which farms send to cancel a task) sets `stop`: finish the current
+    frame, then stop; a second one interrupts at once (KeyboardInterrupt)."""
 
-    def __init__(self, stop: threading.Event) -> None:
-        self.stop, self.previous = stop, None
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, stop: threading.Event,
+                 message: str = "stopping after the current frame (Ctrl-C again to abort now)") -> None:
+        self.stop, self.message, self.previous = stop, message, {}
 
     def _handle(self, signum, frame) -> None:
+        if self.stop.is_set():
+            raise KeyboardInterrupt
         self.stop.set()
-        print("mam2 batch: stopping after the current frame (Ctrl-C again to abort now)", file=sys.stderr)
-        signal.signal(signal.SIGINT, self.previous or signal.default_int_handler)
+        print(f"mam2 batch: {self.message}", file=sys.stderr)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
 
 @dataclass
@@ -138,11 +175,12 @@ class BatchReport:
 
 def run_batch(shots: Sequence[Shot], *, resume: bool = True, progress: bool = True,
               jobs_log: str | Path | None = None, echo: Callable[[str, bool], None] | None = None,
-              stop: threading.Event | None = None) -> BatchReport:
+              stop: threading.Event | None = None, part: Collection[int] | None = None) -> BatchReport:
     """Matte `shots` one after the other; a failing shot is recorded and the batch goes on.
 
     echo(line, is_error) gets one line per shot; jobs_log gets one JSON record per shot (appended).
-    Setting `stop` (Ctrl-C does) ends the batch after the frame being written.
+    Setting `stop` (Ctrl-C or SIGTERM does) ends the batch after the frame being written.
+    `part`: write only these frames of each shot (a farm task's chunk).
     """
     echo = echo or (lambda line, error: print(f"mam2 batch: {line}", file=sys.stderr if error else sys.stdout))
     stop = stop or threading.Event()
@@ -158,7 +196,7 @@ def run_batch(shots: Sequence[Shot], *, resume: bool = True, progress: bool = Tr
                 if stop.is_set():
                     report.interrupted = True
                     break
-                result = _run_shot(shot, engines, resume=resume, progress=progress, stop=stop)
+                result = run_shot(shot, engines, resume=resume, progress=progress, stop=stop, part=part)
                 report.results.append(result)
                 echo(result.line(), result.status == "failed")
                 if log_file is not None:
@@ -170,31 +208,43 @@ def run_batch(shots: Sequence[Shot], *, resume: bool = True, progress: bool = Tr
     return report
 
 
-def _run_shot(shot: Shot, engines: dict[EngineConfig, Engine], *, resume: bool, progress: bool,
-              stop: threading.Event) -> ShotResult:
+def run_shot(shot: Shot, engines: dict[EngineConfig, Engine], *, resume: bool = True, progress: bool = False,
+             stop: threading.Event | None = None, part: Collection[int] | None = None,
+             before: Mapping[str, FileStamp] | None = None) -> ShotResult:
+    """Matte one shot, or with `part` only those of its frames; never raises (failures are records).
+
+    Resume skips frames already done (`finished_frames`); without resume, `before` (when given)
+    still skips frames this same run already replaced. `engines` caches engines by config.
+    """
+    stop = stop or threading.Event()
     result = ShotResult(name=shot.name, status="failed", engine=shot.engine.name, output=shot.output,
-                        frames=list(shot.frames or []))
+                        frames=sorted(part) if part is not None else list(shot.frames or []))
     start = time.perf_counter()
     try:
         problems = check_shot(shot)
         if problems:
             raise ValueError("; ".join(problems))
         source = SequenceSource(shot.input, frames=shot.frames, colour=ColourConverter(colorspace=shot.colorspace))
-        result.frames = list(source.frames)
-        only = None
-        if resume:
-            done = finished_frames(shot, source.frames)
-            result.kept = len(done)
-            if len(done) == len(source.frames):
-                result.status = "skipped"
-                result.seconds = time.perf_counter() - start
-                return result
-            if done:
-                only = sorted(set(source.frames) - set(done))
+        frames = list(source.frames)
+        if part is not None:
+            outside = sorted(set(part) - set(frames))
+            if outside:
+                raise ValueError(f"frames {format_frame_range(outside)} are not among the shot's frames "
+                                 f"{format_frame_range(frames)}")
+            frames = sorted(part)
+        result.frames = frames
+        done = (finished_frames(shot, frames) if resume else
+                finished_frames(shot, frames, before) if before is not None else [])
+        result.kept = len(done)
+        if frames and len(done) == len(frames):
+            result.status = "skipped"
+            result.seconds = time.perf_counter() - start
+            return result
+        only = None if part is None and not done else sorted(set(frames) - set(done))
         engine = engines.get(shot.engine)
         if engine is None:
             engine = engines[shot.engine] = create_engine(shot.engine)
-        matte = matte_shot(source, shot.prompts, _Stoppable(engine, stop), shot.output,
+        matte = matte_shot(source, shot.prompts, _BatchEngine(engine, stop), shot.output,
                            only=only, progress=progress, rgba=shot.rgba)
         result.written = matte.written
         expected = len(only) if only is not None else len(source.frames)
@@ -204,6 +254,11 @@ def _run_shot(shot: Shot, engines: dict[EngineConfig, Engine], *, resume: bool, 
         result.status = "interrupted"
     except Exception as exc:  # one shot's failure must not stop the batch
         log.debug("shot %s failed", shot.name, exc_info=True)
-        result.error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, (ValueError, OSError)) else str(exc)
+        result.error = describe_error(exc)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a failure record: the message of expected errors, the type too for others."""
+    return str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"

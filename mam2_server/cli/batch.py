@@ -1,10 +1,14 @@
 """`mam2 batch MANIFEST`: matte every shot of a JSON manifest, for render farms.
 
 Farm use: `--chunk I/N` runs the I-th of N slices of the shots (every N-th shot from the
-I-th, after --only), so N tasks with --chunk 1/N .. N/N cover the manifest exactly once.
+I-th, after --only), so N tasks with --chunk 1/N .. N/N cover the manifest exactly once;
+`--openjd DIR` writes an Open Job Description job bundle instead (one task per shot or
+chunk; Deadline Cloud and other farms run it), and `--ray ADDRESS` runs the shots as tasks
+on a Ray cluster (`local` starts one on this machine). docs/farm.md has the recipes.
 Exit code: 0 when every shot is done or skipped, 1 when any shot failed (the others still
 run), 2 for a manifest that cannot be run (every problem is listed, nothing runs), 130 on
-Ctrl-C (the first one stops after the frame being written; finished frames are kept).
+Ctrl-C or SIGTERM (the first one stops after the frame being written, or cancels the Ray
+tasks; finished frames are kept).
 """
 from __future__ import annotations
 
@@ -12,8 +16,10 @@ import argparse
 import sys
 
 from mam2_server import batch
+from mam2_server.batch import openjd
 from mam2_server.cli import CLIError
 from mam2_server.engines import DEFAULT_ENGINE, available_engines
+from mam2_server.io.sequence import parse_frame_range
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("manifest", help="JSON manifest of shots (schema above)")
     parser.add_argument("--only", help="comma-separated shot names to run (default: all)")
     parser.add_argument("--chunk", help="I/N: run the I-th of N slices of the shots (farm tasks)")
+    parser.add_argument("--frames", help="write only these frames of the selected shots, e.g. 1001-1050 (a farm "
+                                         "task's chunk); they are tracked from their keyframes as in a whole run")
     parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                         help="skip finished shots and write only the missing frames of partly done ones "
                              "(default: on; --no-resume recomputes and overwrites every frame)")
@@ -34,7 +42,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:N (default: the manifest's, else CUDA when present)")
     parser.add_argument("--jobs-log", help="append one JSON record per shot to this file (JSON lines)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    scale = parser.add_argument_group("farms and clusters")
+    where = scale.add_mutually_exclusive_group()
+    where.add_argument("--ray", metavar="ADDRESS",
+                       help="run the shots as tasks on a Ray cluster: auto (the cluster this machine belongs "
+                            "to), HOST:PORT, ray://HOST:PORT, or local (start one here)")
+    where.add_argument("--openjd", metavar="DIR",
+                       help="write an Open Job Description job bundle (template.json, parameter_values.json) "
+                            "to DIR instead of running anything")
+    scale.add_argument("--chunk-frames", type=_count, default=0, metavar="N",
+                       help="split shots into chunks of up to N frames, only where the engine allows it "
+                            "(between passes; a chained engine only before its first keyframe); default 0: "
+                            "one task per shot")
+    scale.add_argument("--cpus-per-shot", type=_amount, default=1.0, metavar="N",
+                       help="CPUs each task declares (default 1)")
+    scale.add_argument("--gpus-per-shot", type=_amount, metavar="N",
+                       help="GPUs each task declares (default: 1 for the mam2/hybrid engines when the cluster "
+                            "has GPUs, else 0)")
+    scale.add_argument("--max-retries", type=_count, default=3, metavar="N",
+                       help="Ray: re-run a task whose worker or node died up to N times (default 3); "
+                            "a retry writes only the frames still missing")
     parser.set_defaults(func=run)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def _amount(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"a number >= 0, got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,6 +89,20 @@ def run(args: argparse.Namespace) -> int:
     manifest = batch.load_manifest(args.manifest, engine=args.engine, checkpoint=args.checkpoint,
                                    device=args.device)
     shots = batch.select_shots(manifest.shots, only=only, chunk=chunk)
+    part = parse_frame_range(args.frames) if args.frames else None
+    scale_options = {"--chunk-frames": args.chunk_frames != 0, "--cpus-per-shot": args.cpus_per_shot != 1.0,
+                     "--gpus-per-shot": args.gpus_per_shot is not None, "--max-retries": args.max_retries != 3}
+    unused = [name for name, given in scale_options.items() if given and not (args.ray or args.openjd)]
+    if unused:
+        raise CLIError(f"{', '.join(unused)}: only with --ray or --openjd (one machine runs one shot at a time)")
+    if args.openjd and args.frames:
+        raise CLIError("--frames: a job bundle has every frame of its shots; its tasks use --frames themselves")
+    if args.openjd:
+        template = openjd.write_bundle(manifest, shots, args.openjd, chunk_frames=args.chunk_frames,
+                                       cpus=args.cpus_per_shot, gpus=args.gpus_per_shot)
+        print(f"mam2 batch: wrote the job bundle {template.parent} ({template.name}, parameter_values.json); "
+              f"check it with `openjd check {template}`")
+        return 0
     problems = [f"shot {s.name}: {p}" for s in shots for p in batch.check_shot(s)]
     for problem in problems:  # all of them before any work; these shots fail, the others run
         print(f"mam2 batch: {problem}", file=sys.stderr)
@@ -54,6 +112,17 @@ def run(args: argparse.Namespace) -> int:
     if not shots:
         print(f"mam2 batch: no shots in this selection (chunk {args.chunk} of {len(manifest.shots)} shots)")
         return 0
-    report = batch.run_batch(shots, resume=args.resume, progress=not args.quiet, jobs_log=args.jobs_log)
+    if args.ray:
+        from mam2_server.batch.ray_runner import RayBatchError, run_batch_on_ray
+        try:
+            report = run_batch_on_ray(shots, address=args.ray, resume=args.resume, progress=not args.quiet,
+                                      jobs_log=args.jobs_log, cpus_per_shot=args.cpus_per_shot,
+                                      gpus_per_shot=args.gpus_per_shot, chunk_frames=args.chunk_frames,
+                                      max_retries=args.max_retries, part=part)
+        except RayBatchError as exc:
+            raise CLIError(str(exc)) from None
+    else:
+        report = batch.run_batch(shots, resume=args.resume, progress=not args.quiet, jobs_log=args.jobs_log,
+                                 part=part)
     print(f"mam2 batch: {report.summary()}", file=sys.stderr if report.exit_code else sys.stdout)
     return report.exit_code

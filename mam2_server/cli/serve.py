@@ -4,6 +4,9 @@ Binds tcp://127.0.0.1:5557 by default. Any non-loopback address needs CURVE keys
 (`mam2 keys DIR`, then `--curve DIR`). Stops cleanly on Ctrl-C, SIGTERM or a
 `shutdown` request (or when the --exit-with process ends). Alphas are cached in --cache-dir, so a restarted server
 serves every finished frame again without recomputing it.
+
+On a GPU node shared by several artists, run one server per GPU, each with its own port and
+`--device cuda:N` (docs/farm.md); a --device this machine does not have stops the server at once.
 """
 from __future__ import annotations
 
@@ -59,6 +62,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def check_device(device: str | None, engine: str | None) -> None:
+    """Refuse at once a --device this machine cannot use (instead of failing on the first frame).
+    `engine`: a built-in engine's name, None for an --engine-factory one."""
+    if device is None or device == "cpu":
+        return
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if match is None:
+        raise CLIError(f"--device takes cpu, cuda or cuda:N, got {device!r}")
+    if engine is not None and engine not in ("mam2", "hybrid"):
+        log.warning("--device %s: the %s engine runs on the CPU", device, engine)
+        return
+    import torch
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(match.group(1) or 0)
+    if index >= count:
+        have = f"{count} GPU(s), cuda:0 to cuda:{count - 1}" if count else f"no CUDA device (torch {torch.__version__})"
+        raise CLIError(f"--device {device}: this machine has {have}")
+    torch.cuda.set_device(index)  # anything that says plain "cuda" means this GPU too
+
+
 def build_engine(args: argparse.Namespace):
     from mam2_server.engines import EngineConfig, create_engine
     config = EngineConfig(name=args.engine, checkpoint=args.checkpoint, device=args.device)
@@ -77,6 +100,7 @@ def build_engine(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from mam2_server.server import SecurityError, Server, ServerConfig
+    check_device(args.device, None if args.engine_factory else args.engine)
     engine, engine_id = build_engine(args)
     config = ServerConfig(address=args.address, cache_dir=args.cache_dir, memory_budget=args.memory_budget,
                           max_message_bytes=args.max_message, curve_dir=args.curve,

@@ -119,7 +119,8 @@ class StreamingTracker:
         """Decode `prompt` on frame `index` and make it a conditioning frame (re-track from here)."""
         state.reverse = reverse
         self.drop_from(state, index)
-        feats = self._features(image)
+        plate = self._upload(image)
+        feats = self._features(plate)
         points, mask_inputs, prev_logits = self._prompt_inputs(state, prompt)
         is_init = not state.cond
         out = self._step(state, index, feats, is_init=is_init, points=points, mask_inputs=mask_inputs,
@@ -131,7 +132,7 @@ class StreamingTracker:
         state.cond[index] = memory
         state.recent.pop(index, None)
         state.last_index = index
-        return self._frame_output(state, index, image, out)
+        return self._frame_output(state, index, plate, out)
 
     @torch.inference_mode()
     def track(self, state: ShotState, index: int, image: np.ndarray) -> FrameOutput:
@@ -140,7 +141,8 @@ class StreamingTracker:
             raise RuntimeError("no keyframe yet: call add_keyframe before tracking")
         if index in state.cond:
             raise ValueError(f"frame {index} is a keyframe; use add_keyframe to change it")
-        feats = self._features(image)
+        plate = self._upload(image)
+        feats = self._features(plate)
         out = self._step(state, index, feats, is_init=False, points=None, mask_inputs=None, prev_logits=None,
                          run_mem_encoder=True)
         memory = self._memory(state, index, out, out["maskmem_features"], out["maskmem_pos_enc"])
@@ -148,7 +150,7 @@ class StreamingTracker:
         state.recent[index] = memory
         self._evict(state)
         state.last_index = index
-        return self._frame_output(state, index, image, out)
+        return self._frame_output(state, index, plate, out)
 
     def drop_from(self, state: ShotState, index: int) -> None:
         """Forget every memory at or beyond `index` in the state's direction (cond frames too)."""
@@ -158,11 +160,16 @@ class StreamingTracker:
                 del bank[i]
 
     # -- internals ----------------------------------------------------------------------------
-    def _features(self, image: np.ndarray):
+    def _upload(self, image: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) image -> (1, 3, H, W) float32 on the model's device: uploaded once per frame for
+        both the encoder and the matter (on the CPU it stays a view of the array)."""
         img = np.asarray(image, dtype=np.float32)
         if img.ndim != 3 or img.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) image, got {img.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].to(self.device)  # (1, 3, H, W)
+        return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].to(self.device)
+
+    def _features(self, image: np.ndarray | torch.Tensor):
+        x = image if isinstance(image, torch.Tensor) else self._upload(image)  # (1, 3, H, W)
         s = self.sam.image_size
         if x.shape[-2:] != (s, s):
             x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
@@ -234,7 +241,7 @@ class StreamingTracker:
         while len(state.recent) > self.max_recent:
             state.recent.popitem(last=False)
 
-    def _frame_output(self, state: ShotState, index: int, image: np.ndarray, out: dict) -> FrameOutput:
+    def _frame_output(self, state: ShotState, index: int, plate: torch.Tensor, out: dict) -> FrameOutput:
         h, w = state.height, state.width
         low = out["pred_masks"].float()  # (1, 1, S/4, S/4)
         mask = torch.sigmoid(F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False))
@@ -246,10 +253,8 @@ class StreamingTracker:
             trimap = trimap_from_mask(mask, band=max(1, round(0.01 * (h * h + w * w) ** 0.5)))
         alpha = None
         if self.run_matter:
-            img = torch.from_numpy(np.ascontiguousarray(np.asarray(image, np.float32))).permute(2, 0, 1)[None]
-            img = img.to(self.device)
             with self.model.autocast():
-                alpha_t = self.model.matter(self.model.matter.normalise(img), trimap)
+                alpha_t = self.model.matter(self.model.matter.normalise(plate), trimap)
             alpha = alpha_t.float()[0, 0].clamp(0, 1).cpu().numpy()
         return FrameOutput(index=index, mask=mask[0, 0].cpu().numpy().astype(np.float32),
                            trimap=trimap[0, 0].cpu().numpy().astype(np.float32), alpha=alpha,

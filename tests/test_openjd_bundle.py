@@ -1,0 +1,96 @@
+"""`mam2 batch --openjd DIR`: the job bundle passes `openjd check` and `openjd run` mattes every
+shot and chunk as a one-machine batch does, bit for bit (the `openjd-cli` package)."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mam2_server.cli import main
+
+OPENJD = Path(sys.executable).parent / "openjd"
+pytestmark = pytest.mark.skipif(not OPENJD.exists() and not shutil.which("openjd"),
+                                reason="needs openjd-cli (python3 install.py --dev)")
+
+
+def openjd(*args: str) -> subprocess.CompletedProcess:
+    exe = str(OPENJD) if OPENJD.exists() else shutil.which("openjd")
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    out = tmp_path_factory.mktemp("clips")
+    assert main(["synth", str(out), "--kinds", "solid", "--frames", "4", "--size", "96x64", "--seeds", "0,1"]) == 0
+    return out
+
+
+def write_manifest(folder: Path, clips: Path) -> Path:
+    key = json.loads((clips / "solid_1" / "prompts.json").read_text())[0]
+    shots = [{"name": "sh10", "input": str(clips / "solid_0" / "plate" / "plate.####.exr"),
+              "output": "alpha/sh10.####.exr", "prompts": str(clips / "solid_0" / "prompts.json")},
+             {"name": "sh20", "input": str(clips / "solid_1" / "plate" / "plate.####.exr"),
+              "output": "alpha/sh20.####.exr", "prompts": [key, {**key, "frame": 1003}]}]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").write_text(json.dumps({"defaults": {"engine": "classic"}, "shots": shots}))
+    return folder / "manifest.json"
+
+
+@pytest.mark.slow
+def test_bundle_checks_and_runs_like_a_local_batch(clips, tmp_path, capsys):
+    local = write_manifest(tmp_path / "local", clips)
+    assert main(["batch", str(local), "--quiet"]) == 0
+    farm = write_manifest(tmp_path / "farm", clips)
+    bundle = tmp_path / "bundle"
+    assert main(["batch", str(farm), "--openjd", str(bundle), "--chunk-frames", "2"]) == 0
+    assert "openjd check" in capsys.readouterr().out
+    assert not (tmp_path / "farm" / "alpha").exists(), "--openjd must not run anything"
+
+    template = json.loads((bundle / "template.json").read_text())
+    assert template["specificationVersion"] == "jobtemplate-2023-09"
+    [step] = template["steps"]
+    params = {p["name"]: p["range"] for p in step["parameterSpace"]["taskParameterDefinitions"]}
+    # sh20 has keyframes 1001 and 1003: its two passes are two tasks; sh10 has one pass: one task
+    assert list(zip(params["Shot"], params["Frames"])) == [("sh10", "1001-1004"), ("sh20", "1001-1002"),
+                                                           ("sh20", "1003-1004")]
+    values = {v["name"]: v["value"] for v in json.loads((bundle / "parameter_values.json").read_text())
+              ["parameterValues"]}
+    assert values["Manifest"] == str(farm.resolve()) and Path(values["Venv"], "bin", "mam2").exists()
+
+    check = openjd("check", str(bundle / "template.json"))
+    assert check.returncode == 0, check.stdout + check.stderr
+    run = openjd("run", str(bundle / "template.json"), "--step", "Matte",
+                 *[a for name, value in values.items() for a in ("-p", f"{name}={value}")])
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+
+    farm_alpha, local_alpha = tmp_path / "farm" / "alpha", tmp_path / "local" / "alpha"
+    names = sorted(p.name for p in farm_alpha.iterdir())
+    assert names == sorted(p.name for p in local_alpha.iterdir()) and len(names) == 8
+    for name in names:
+        assert (farm_alpha / name).read_bytes() == (local_alpha / name).read_bytes(), name
+    logs = sorted(p.name for p in Path(values["LogDir"]).iterdir())
+    assert logs == ["sh10.1001-1004.jsonl", "sh20.1001-1002.jsonl", "sh20.1003-1004.jsonl"]
+    record = json.loads((Path(values["LogDir"]) / "sh20.1003-1004.jsonl").read_text())
+    assert record["status"] == "done" and record["frames"] == "1003-1004" and record["written"] == 2
+
+
+def test_bundle_refuses_shots_with_problems_and_foreign_folders(clips, tmp_path, capsys):
+    manifest = write_manifest(tmp_path, clips)
+    data = json.loads(manifest.read_text())
+    data["shots"][1]["input"] = str(tmp_path / "nowhere" / "plate.####.exr")
+    manifest.write_text(json.dumps(data))
+    assert main(["batch", str(manifest), "--openjd", str(tmp_path / "b1")]) == 2
+    err = capsys.readouterr().err
+    assert "shot sh20: input" in err and "no plates found" in err and not (tmp_path / "b1").exists()
+
+    data["shots"] = data["shots"][:1]
+    manifest.write_text(json.dumps(data))
+    (tmp_path / "b2").mkdir()
+    (tmp_path / "b2" / "notes.txt").write_text("mine")
+    assert main(["batch", str(manifest), "--openjd", str(tmp_path / "b2")]) == 2
+    assert "not a job bundle" in capsys.readouterr().err
+    assert main(["batch", str(manifest), "--openjd", str(tmp_path / "b3"), "--gpus-per-shot", "1"]) == 0
+    amounts = json.loads((tmp_path / "b3" / "template.json").read_text())["steps"][0]["hostRequirements"]["amounts"]
+    assert {"name": "amount.worker.gpu", "min": 1} in amounts
