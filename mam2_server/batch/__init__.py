@@ -38,8 +38,9 @@ missing are not run at all. Since the engines are deterministic for fixed prompt
 frames written now are those the interrupted run would have written. Resume assumes the
 prompts and engine did not change since the first run; after changing them, re-run with
 resume off, which recomputes and overwrites every frame (atomically, one by one; nothing is
-deleted first). A chained engine (`mam2`) also re-runs the forward passes before a missing
-frame's pass, since each continues the previous one's memory bank (`batch.units`).
+deleted first). An engine whose passes continue one another (`mam2`) also re-runs the forward
+passes before a missing frame's pass, since each continues the previous one's memory bank
+(`batch.units`).
 
 Beyond one machine: `ray_runner` runs the shots as Ray tasks (chunks split only where the
 engine allows it, `units`), `openjd` writes an Open Job Description job bundle for a farm.

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mam2_server.batch.manifest import Manifest, Shot, check_shot
-from mam2_server.batch.units import engine_is_chained, split_frames
+from mam2_server.batch.units import engine_continues_passes, split_frames
 from mam2_server.io.sequence import SequencePattern, format_frame_range
 
 SPEC = "jobtemplate-2023-09"
@@ -45,7 +45,7 @@ def task_units(shots: Sequence[Shot], *, chunk_frames: int = 0) -> list[tuple[st
             problems += [f"shot {shot.name}: {p}" for p in found]
             continue
         frames = shot.frames or SequencePattern(shot.input).existing_frames()
-        for chunk in split_frames(frames, shot.prompts, frames, chained=engine_is_chained(shot.engine),
+        for chunk in split_frames(frames, shot.prompts, frames, continued=engine_continues_passes(shot.engine),
                                   max_frames=chunk_frames):
             units.append((shot.name, format_frame_range(chunk)))
     if problems:

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from mam2_server.batch.manifest import Shot, check_shot
 from mam2_server.batch.runner import (BatchReport, FileStamp, ShotResult, _StopOnInterrupt, describe_error,
                                       file_stamp, finished_frames, output_paths, run_shot)
-from mam2_server.batch.units import engine_is_chained, split_frames
+from mam2_server.batch.units import engine_continues_passes, split_frames
 from mam2_server.engines import Engine, EngineConfig
 from mam2_server.io.sequence import SequencePattern
 
@@ -190,7 +190,7 @@ def _plan(shots: Sequence[Shot], *, resume: bool, part: Sequence[int] | None, ch
             todo = [f for f in wanted if f not in done]
             if not todo:
                 continue
-            chunks = split_frames(plan.frames, shot.prompts, todo, chained=engine_is_chained(shot.engine),
+            chunks = split_frames(plan.frames, shot.prompts, todo, continued=engine_continues_passes(shot.engine),
                                   max_frames=chunk_frames)
         except Exception as exc:  # this shot fails; the others run
             plan.result = ShotResult(name=shot.name, status="failed", frames=plan.frames, engine=shot.engine.name,

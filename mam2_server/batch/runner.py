@@ -112,7 +112,7 @@ class _BatchEngine:
         self.engine, self.stop, self.name = engine, stop, engine.name
 
     def run(self, source, prompts, only=None) -> Iterator:
-        compute = frames_to_compute(source.frames, prompts, only, chained=self.engine.chained)
+        compute = frames_to_compute(source.frames, prompts, only, continued=self.engine.passes_continue)
         for result in self.engine.run(source, prompts, only=compute):
             if only is None or result.frame in only:
                 yield result  # matte_shot writes it before asking for the next one

@@ -1,13 +1,13 @@
 """Work units: where a shot may be split for a farm or cluster, and what a partial run must compute.
 
 A frame's alpha depends on more than its own plate (`engines.plan`): a tracked frame depends
-on the frames before it in its pass, and with a chained engine (``chained=True``: keyframes
-and the memory bank carry over from one forward pass to the next) on every forward pass before
-its own. So a shot splits without changing a single bit of its alphas only between
-*independent groups* of frames:
+on the frames before it in its pass, and with an engine whose forward passes continue one
+another (``Engine.passes_continue``: the memory bank carries over from one forward pass to the
+next) on every forward pass before its own. So a shot splits without changing a single bit of its
+alphas only between *independent groups* of frames:
 
-* independent passes (``chained=False``): each pass is a group;
-* chained memory: the backward pass before the first keyframe (it starts from the first
+* passes that run on their own (``continued=False``): each pass is a group;
+* continued passes: the backward pass before the first keyframe (it starts from the first
   keyframe alone) is one group, every forward pass together is the other.
 
 `frames_to_compute` is the other half: writing only some frames of a shot (resume, a chunk)
@@ -24,8 +24,8 @@ from mam2_server.engines.plan import BACKWARD, plan_passes
 from mam2_server.prompts import Prompt
 
 
-def engine_is_chained(config: EngineConfig) -> bool:
-    """The engine class's `chained` flag, read without building the engine (no weights loaded)."""
+def engine_continues_passes(config: EngineConfig) -> bool:
+    """The engine class's `passes_continue` flag, read without building the engine (no weights loaded)."""
     from mam2_server.engines import _FACTORIES, available_engines  # the name -> module table
     if config.name not in available_engines():
         raise EngineError(f"unknown engine {config.name!r}; available: {', '.join(available_engines())}")
@@ -34,20 +34,20 @@ def engine_is_chained(config: EngineConfig) -> bool:
                if isinstance(c, type) and issubclass(c, Engine) and getattr(c, "name", None) == config.name]
     if not classes:
         raise EngineError(f"engine {config.name!r}: no Engine class named so in {module.__name__}")
-    return bool(classes[0].chained)
+    return bool(classes[0].passes_continue)
 
 
-def independent_groups(frames: Sequence[int], prompts: Sequence[Prompt], *, chained: bool) -> list[list[int]]:
+def independent_groups(frames: Sequence[int], prompts: Sequence[Prompt], *, continued: bool) -> list[list[int]]:
     """The shot's frames as groups that can run apart, each in processing order, in pass order."""
     passes = plan_passes(frames, [p.frame for p in prompts])
-    if not chained:
+    if not continued:
         return [list(p.frames) for p in passes]
     backward = [list(p.frames) for p in passes if p.direction == BACKWARD]
     forward = [f for p in passes if p.direction != BACKWARD for f in p.frames]
     return backward + [forward]
 
 
-def split_frames(frames: Sequence[int], prompts: Sequence[Prompt], todo: Collection[int], *, chained: bool,
+def split_frames(frames: Sequence[int], prompts: Sequence[Prompt], todo: Collection[int], *, continued: bool,
                  max_frames: int = 0) -> list[list[int]]:
     """`todo` (frames to write) as chunks, each a list in the order the engine writes them.
 
@@ -56,7 +56,7 @@ def split_frames(frames: Sequence[int], prompts: Sequence[Prompt], todo: Collect
     """
     todo = set(todo)
     chunks: list[list[int]] = []
-    for group in independent_groups(frames, prompts, chained=chained):
+    for group in independent_groups(frames, prompts, continued=continued):
         part = [f for f in group if f in todo]
         if not part:
             continue
@@ -68,13 +68,13 @@ def split_frames(frames: Sequence[int], prompts: Sequence[Prompt], todo: Collect
 
 
 def frames_to_compute(frames: Sequence[int], prompts: Sequence[Prompt], only: Collection[int] | None, *,
-                      chained: bool) -> set[int] | None:
+                      continued: bool) -> set[int] | None:
     """What `Engine.run(only=...)` must be given so the frames in `only` equal a whole run's.
 
-    Engines already run every pass that holds a wanted frame from its keyframe. A chained
-    engine also needs every forward pass before it, since each continues the previous one's bank.
+    Engines already run every pass that holds a wanted frame from its keyframe. An engine whose
+    passes continue one another also needs every forward pass before it (the previous one's bank).
     """
-    if only is None or not chained:
+    if only is None or not continued:
         return None if only is None else set(only)
     passes = plan_passes(frames, [p.frame for p in prompts])
     forward = [p for p in passes if p.direction != BACKWARD]

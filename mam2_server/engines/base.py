@@ -33,9 +33,13 @@ class EngineConfig:
 
 class Engine(ABC):
     name: ClassVar[str]
-    # Re-tracking dependency model, see engines.plan: True when keyframes stay in a
-    # memory bank and so influence every later frame of the shot.
+    # Re-tracking dependency model, see engines.plan: True when a forward pass uses every
+    # earlier keyframe, so an edit changes every later frame of the shot.
     chained: ClassVar[bool] = False
+    # True when a forward pass continues the state the previous forward pass left (a memory bank),
+    # so it can only be computed after it; False when a pass gets what it uses of earlier keyframes
+    # from their prompts alone and can run on its own (a farm may split the shot at keyframes).
+    passes_continue: ClassVar[bool] = False
 
     @abstractmethod
     def run_pass(self, source: FrameSource, plan: Pass, prompts: Mapping[int, Prompt]) -> Iterator[FrameResult]:

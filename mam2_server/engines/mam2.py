@@ -34,6 +34,7 @@ MAX_SNAPSHOTS = 32
 class MAM2Engine(Engine):
     name = "mam2"
     chained = True
+    passes_continue = True  # each forward pass continues the previous one's memory bank
 
     def __init__(self, model) -> None:
         from mam2_server.model.tracker import StreamingTracker
