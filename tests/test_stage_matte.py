@@ -11,7 +11,6 @@ from mam2_server.stages.matte.foreground import estimate_foreground, premultipli
 from mam2_server.stages.matte.guided import guided_filter, guided_upsample
 from mam2_server.stages.matte.priors import HARD, solve_with_priors
 from mam2_server.stages.matte.evidence import EvidenceMatter
-from mam2_server.stages.matte.layer import fill, reconstructed_evidence
 from mam2_server.stages.trimap.band import band_trimap
 
 W, H = 96, 64
@@ -189,36 +188,6 @@ def test_an_opaque_object_in_its_backgrounds_colours_is_never_erased():
         out, _ = _matte(src, [a > 0.5 for a in alphas], frames)
         inside = alphas[frames[-1] - 1] > 0.99
         assert out[inside].mean() > 0.95, (step, out[inside].mean())
-
-
-def test_a_still_thin_layer_over_a_smooth_background_is_not_filled():
-    # a locked-off, still veil of mist over a smooth background: no frame ever reveals what is
-    # behind it, but the background filled in from around it does
-    g = (0.1 + 0.3 * XX / W)[..., None] * np.array([0.5, 0.7, 1.0], np.float32)
-    veil = cv2.GaussianBlur(0.45 * disc(48, 32, r=20), (0, 0), 4.0)
-    plate = composite(veil, [0.9, 0.9, 0.9], g.astype(np.float32))
-    src = ArraySource([plate], first_frame=1)
-    mask = veil > 0.05
-    out, _ = _matte(src, [mask], [1])
-    zero = np.abs(veil).mean()
-    filled = np.abs(mask - veil).mean()
-    err = np.abs(out - veil).mean()
-    assert err < 0.6 * zero and err < 0.3 * filled
-
-
-def test_fill_reconstructs_a_smooth_background_and_keeps_what_is_known():
-    g = (0.1 + 0.3 * XX / W + 0.2 * YY / H)[..., None] * np.ones(3, np.float32)
-    known = disc(48, 32, r=15) < 0.5
-    out = fill(g.astype(np.float32), known)
-    assert np.allclose(out[known], g[known], atol=1e-6)
-    assert np.abs(out[~known] - g[~known]).max() < 0.03
-
-
-def test_reconstructed_evidence_abstains_over_an_opaque_object_with_its_own_texture():
-    src, alphas = _textured_clip(0.0, n=1)
-    ev = reconstructed_evidence(src.linear(1), alphas[0] > 0.5)
-    inside = alphas[0] > 0.99
-    assert ev is None or (ev.confidence[inside] * (1 - ev.alpha[inside])).mean() < 0.05
 
 
 def _shifted_pair(h, w, shift, obj_box=None, obj_shift=0):

@@ -90,7 +90,7 @@ def test_collapsed_grabcut_gives_nothing_for_a_box_but_keeps_a_drawn_mask():
     assert mask[20:40, 30:50].all()
 
 
-def test_flow_tracker_takes_a_drawn_mask_as_it_is_on_its_keyframe():
+def test_flow_tracker_keeps_to_a_drawn_mask_on_its_keyframe():
     frames, alphas = scene(n=3)
     src = ArraySource(frames, first_frame=1)
     drawn = (alphas[0] > 0.5).astype(np.float32)

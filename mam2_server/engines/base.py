@@ -77,3 +77,4 @@ class StagedEngine(Engine):
             trimap = self.trimapper.process(images, seg)
             alpha = self.matter.process(images, seg, trimap)
             yield FrameResult(frame, np.clip(alpha, 0.0, 1.0).astype(np.float32), seg.mask, trimap)
+        self.matter.end_pass()

@@ -84,3 +84,6 @@ class Matter(ABC):
 
     @abstractmethod
     def process(self, images: FrameImages, seg: Segmentation, trimap: np.ndarray) -> np.ndarray: ...
+
+    def end_pass(self) -> None:
+        """Called after the pass's last frame (not when the pass is abandoned half-way)."""

@@ -8,17 +8,17 @@ with L the matting Laplacian of the display image and priors p with confidences 
 
 * the trimap: background outside the band is a hard 0; inside the band the mask is a hard 1,
   softened to a prior of 1 (`opaque_weight`) only around pixels with see-through evidence;
-* see-through evidence (`layer.SeeThrough`): the background behind the object, where some other
-  frame revealed it (the clean plate) or, for a layer that never moves off its background,
-  reconstructed from around the layer (not inside a mask the user drew, on its keyframe: there
-  the user's word outweighs it). The evidence joins the prior of 1 weighted by its confidence
-  (`evidence_weight`): scattered evidence gives way to the opaque prior, dense evidence (a layer)
-  does not;
+* see-through evidence (`layer.SeeThrough`): the background behind the object where some other
+  frame revealed it (the clean plate). The evidence joins the prior of 1 weighted by its
+  confidence (`evidence_weight`): scattered evidence gives way to the opaque prior, dense
+  evidence (a layer) does not;
 * temporal coherence: the previous frame's alpha carried by the tracker's flow, where the flow
   is consistent and the warp photometrically right.
 
 No switch decided for a whole pass or frame can turn the inside of the mask into background: with
-no evidence, the answer is the mask's (the conservative one), and the log says so once per pass.
+no evidence, the answer is the mask's (the conservative one), and the log says so once per pass
+(a see-through object whose background no frame reveals — still smoke on a locked-off shot, a
+single photograph — is then matted as opaque: give the mam2 engine or a tighter mask).
 The proxy matte is brought to full resolution with a guided filter (edge-aware).
 """
 from __future__ import annotations
@@ -48,10 +48,10 @@ class EvidenceMatter(Matter):
         self.temporal = temporal
         self.evidence_weight = evidence_weight
         self.opaque_weight = opaque_weight
-        self._prompt: Prompt | None = None
         self._layers: SeeThrough | None = None
         self._prev: np.ndarray | None = None
-        self._frames_with_evidence = 0
+        self._frames: list[int] = []  # this pass's frames, and those with see-through evidence
+        self._with_evidence: list[int] = []
         self.last_evidence: Evidence | None = None
 
     def begin_pass(self, source: FrameSource, plan: Pass, prompts: Mapping[int, Prompt]) -> None:
@@ -60,8 +60,7 @@ class EvidenceMatter(Matter):
             self._layers = SeeThrough(source)
         self._layers.begin_pass()
         self._prev = None
-        self._frames_with_evidence = 0
-        self._prompt = prompts[plan.keyframe]
+        self._frames, self._with_evidence = [], []
 
     def process(self, images: FrameImages, seg: Segmentation, trimap: np.ndarray) -> np.ndarray:
         full = trimap.shape
@@ -73,12 +72,11 @@ class EvidenceMatter(Matter):
         prior = (tri >= 0.75).astype(np.float32)
         known = (tri >= 0.75) | (tri <= 0.25)
         conf = np.where(known, HARD, 0.0).astype(np.float32)
-        user_mask = self._prompt is not None and self._prompt.mask is not None and images.frame == self._prompt.frame
-        evidence = (self._layers.evidence(images.frame, images.linear, lin, mask, seg, reconstruct=not user_mask)
-                    if mask.any() else None)
+        evidence = self._layers.evidence(images.frame, images.linear, lin, mask, seg) if mask.any() else None
         self.last_evidence = evidence
-        if evidence is not None:
-            self._add_evidence(evidence, tri, prior, conf)
+        self._frames.append(images.frame)
+        if evidence is not None and self._add_evidence(evidence, tri, prior, conf):
+            self._with_evidence.append(images.frame)
         if self.temporal > 0 and self._prev is not None and self._prev.shape == shape:
             self._add_temporal(seg, shape, prior, conf)
         if not mask.any() and not (conf < HARD).any():
@@ -88,18 +86,27 @@ class EvidenceMatter(Matter):
         self._prev = alpha_s
         return guided_upsample(alpha_s, images.display)
 
-    def _add_evidence(self, ev: Evidence, tri: np.ndarray, prior: np.ndarray, conf: np.ndarray) -> None:
+    def end_pass(self) -> None:
+        if not self._frames:
+            return
+        span = f"frames {min(self._frames)}-{max(self._frames)}"
+        if not self._with_evidence:
+            log.info("%s: no frame revealed the background behind the object, so nothing says it is "
+                     "see-through: matted as opaque inside its mask (the conservative answer)", span)
+        else:
+            log.info("%s: see-through evidence on %d of %d frames", span, len(self._with_evidence), len(self._frames))
+
+    def _add_evidence(self, ev: Evidence, tri: np.ndarray, prior: np.ndarray, conf: np.ndarray) -> bool:
         """Around pixels with evidence the hard 1 inside the band becomes a prior of 1, weighted by how
         little of the neighbourhood says "see-through" (scattered evidence gives way to it, a layer
-        does not); the evidence joins every free pixel as a soft prior. Outside the band nothing changes."""
+        does not); the evidence joins every free pixel as a soft prior. Outside the band nothing changes.
+        True when the evidence reached the inside of the mask."""
         has = ev.confidence > 0.05
         if not has.any():
-            return
+            return False
         size = max(tri.shape)
         r = max(2, int(0.012 * size))
         soften = (tri >= 0.75) & (cv2.dilate(has.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)) > 0)
-        if soften.any():
-            self._frames_with_evidence += 1
         inside = (tri >= 0.75).astype(np.float32)
         k = 2 * max(3, int(0.05 * size)) + 1
         seethrough = cv2.blur(np.minimum(ev.confidence, 1.0) * (1.0 - ev.alpha) * inside, (k, k))
@@ -110,6 +117,7 @@ class EvidenceMatter(Matter):
         c = self.evidence_weight * ev.confidence[free]
         prior[free] = (conf[free] * prior[free] + c * ev.alpha[free]) / np.maximum(conf[free] + c, 1e-9)
         conf[free] += c
+        return bool(soften.any())
 
     def _add_temporal(self, seg: Segmentation, shape, prior, conf) -> None:
         flow = seg.extras.get("flow")

@@ -11,7 +11,10 @@ Per frame of a pass (at a proxy resolution):
    object (eroded warped mask agreeing with colour), sure background (far from it)
    and probable labels in between.
 
-On a keyframe the object is cut from its prompt; a mask the user drew is taken as it is.
+On a keyframe the object is cut from its prompt (a mask the user drew seeds the cut and is
+where its edge is). Pixels whose colour the pass's models call background, not merely
+ambiguous, are holes in the mask (gaps between leaves that GrabCut's smoothing closed); an object
+sharing its background's colours is ambiguous and keeps its inside.
 The colour models of every keyframe the pass may use (its own and, the engine being chained,
 the earlier ones) are the anchor of the pass's colour model and seed the keyframe's cut: a
 correction keeps what the earlier keyframes taught. When the cut finds nothing in a box (the
@@ -76,7 +79,8 @@ def flow_consistency(flow_b: np.ndarray, flow_f: np.ndarray, tol: float = 1.0) -
 
 class FlowTracker(Segmenter):
     def __init__(self, proxy_long_side: int = 480, key_iterations: int = 5, iterations: int = 2,
-                 memory: float = 0.7) -> None:
+                 memory: float = 0.7, hole_below: float = 0.25) -> None:
+        self.hole_below = hole_below
         self.proxy_long_side = proxy_long_side
         self.key_iterations = key_iterations
         self.iterations = iterations
@@ -120,11 +124,9 @@ class FlowTracker(Segmenter):
         return models
 
     def _cut(self, bgr: np.ndarray, prompt: Prompt, full: tuple[int, int], earlier) -> np.ndarray:
-        """The keyframe's object mask at proxy size: a user's mask as it is, else GrabCut from the
-        prompt, seeded where the earlier keyframes' colour models are sure."""
+        """The keyframe's object mask at proxy size: GrabCut from the prompt (a drawn mask seeds it and
+        bounds how far it may move), seeded where the earlier keyframes' colour models are sure."""
         shape = bgr.shape[:2]
-        if prompt.mask is not None and prompt.box is None and not prompt.points:
-            return resize(prompt.mask.astype(np.float32), shape) > 0.5
         mask = cut_from_prompt(bgr, prompt, full, self.key_iterations, colour_prior=self._prior(bgr, earlier))
         if not mask.any():
             log.warning("frame %d: the prompt's object cannot be told from its background by colour; nothing is "
@@ -172,6 +174,8 @@ class FlowTracker(Segmenter):
         if frame == self._prompt.frame or self._prev_mask is None:
             mask = self._cut(bgr, self._prompt, full, self._earlier)
             self._update_colour(idx, mask, key=True)
+            # a mask the user drew is where the edge is: no colour model makes it less sure
+            extras["drawn"] = self._prompt.mask is not None and frame == self._prompt.frame
             extras["flow"] = np.zeros(shape + (2,), np.float32)
             extras["consistent"] = np.ones(shape, bool)
             soft = mask.astype(np.float32)
@@ -191,6 +195,11 @@ class FlowTracker(Segmenter):
                 self._update_colour(idx, mask, key=False)
             soft = mask.astype(np.float32)
         extras["colour_prob"] = self._colour_prob(idx) if self._hist_fg is not None else None
+        if extras["colour_prob"] is not None and self.hole_below > 0 and not extras.get("drawn"):
+            # pixels whose colour the models call background, not merely ambiguous (gaps between
+            # leaves the cut smoothed over): holes in the mask. An object sharing its background's
+            # colours is ambiguous (near 0.5), never below this; a mask the user drew is kept
+            soft = np.where(extras["colour_prob"] < self.hole_below, 0.0, soft).astype(np.float32)
         self._prev_gray, self._prev_mask, self._prev_frame = gray, soft, frame
         return soft, extras
 

@@ -7,7 +7,8 @@ Width per pixel (proxy resolution) grows with
 * occlusion: pixels where the forward-backward flow check failed;
 * edge complexity: a ragged mask boundary (hair, foliage) has many edge pixels per area;
 
-and shrinks where the image has a strong edge exactly on the mask edge (hard edge).
+and shrinks where the image has a strong edge exactly on the mask edge (hard edge). Around a
+mask the user drew, on its keyframe, the band is the narrowest: the edge is where the user put it.
 Inside the band the mask is sure foreground: whether a pixel there is see-through is for the
 matte stage to decide from evidence at that pixel (the background seen through it), never
 from its colour alone (an opaque object may share its background's colours).
@@ -52,8 +53,10 @@ class AdaptiveTrimapper(Trimapper):
         self._prev_width = None
 
     def uncertainty(self, images: FrameImages, seg: Segmentation, shape) -> np.ndarray:
-        mask = resize(seg.mask, shape) > 0.5
         unc = np.zeros(shape, np.float32)
+        if seg.extras.get("drawn"):
+            return unc  # the edge is where the user drew it: the narrowest band
+        mask = resize(seg.mask, shape) > 0.5
         prob = seg.extras.get("colour_prob")
         if prob is not None and prob.shape == shape:
             unc = np.maximum(unc, 1.0 - 2.0 * np.abs(prob - 0.5))
