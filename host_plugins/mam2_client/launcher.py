@@ -12,6 +12,9 @@ A server started here belongs to this process (the host application):
   outlives a host that quit or crashed, and it is stopped at normal interpreter exit;
 * `started_server`, `stop_server` and `restart_server` give the hosts Status / Stop /
   Restart controls. A server this process did not start is never stopped from here.
+
+The server and its clients share this user's token file (see `auth`), so a server started
+here answers this user's hosts and no one else.
 """
 from __future__ import annotations
 
@@ -162,6 +165,8 @@ def ensure_server(address: str = wire.DEFAULT_ADDRESS, *, start: bool = True, co
                                 "PATH; set MAM2_SERVER_COMMAND (e.g. '/opt/mam2/.venv/bin/mam2') or MAM2_PYTHON")
     log_file = Path(log_path) if log_path else Path(tempfile.gettempdir()) / f"mam2-serve-{os.getpid()}.log"
     full = [*cmd, "serve", "--address", address, *serve_args]
+    if client_kwargs.get("token_file") is not None:  # the server's token where this client reads it
+        full += ["--token-file", os.fspath(client_kwargs["token_file"])]
     if exit_with_host:
         full += ["--exit-with", str(os.getpid())]
     with open(log_file, "ab") as log:
