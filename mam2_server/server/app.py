@@ -96,6 +96,7 @@ class Server:
         self._queues = {"files": queue.Queue(), "data": queue.Queue(), "compute": queue.Queue()}
         self._threads: dict[str, list[threading.Thread]] = {}
         self._curve: Curve | None = None
+        self._cache_root = str(Path(self.config.cache_dir).resolve())
         self.bound_address: str | None = None
 
     def _limits(self) -> dict[str, int]:
@@ -220,6 +221,10 @@ class Server:
             self.context.term()
         log.info("mam2 server stopped")
 
+    def _public(self, message: str) -> str:
+        """An error message as clients see it: it never names the server's cache directory."""
+        return message.replace(self._cache_root, "<cache>")
+
     # -- I/O thread ------------------------------------------------------------------------
     def _refuse(self, router: zmq.Socket, frames: list) -> None:
         """What a stopping server answers to any request."""
@@ -261,10 +266,10 @@ class Server:
                 self._queues["data"].put(_Work(identity, envelope))
         except ProtocolError as exc:
             log.info("request %r (%s) refused: %s: %s", rid, op, exc.code, exc.message)
-            reply(P.error_reply(rid, op, exc.code, exc.message))
+            reply(P.error_reply(rid, op, exc.code, self._public(exc.message)))
         except Exception as exc:  # noqa: BLE001 - the loop never dies on bad input
             log.error("internal error on %r: %s", rid, traceback.format_exc())
-            reply(P.error_reply(rid, op, P.E_INTERNAL, f"{type(exc).__name__}: {exc}"))
+            reply(P.error_reply(rid, op, P.E_INTERNAL, self._public(f"{type(exc).__name__}: {exc}")))
 
     # -- worker threads ----------------------------------------------------------------------
     def _worker(self, name: str, handle) -> None:
@@ -288,10 +293,10 @@ class Server:
                     body, buffers = handle(work, send)
                 except ProtocolError as exc:
                     log.info("%s %r failed: %s: %s", op, env.request_id, exc.code, exc.message)
-                    body = P.ErrorReply(code=exc.code, message=exc.message)
+                    body = P.ErrorReply(code=exc.code, message=self._public(exc.message))
                 except Exception as exc:  # noqa: BLE001
                     log.error("internal error in %s %r: %s", op, env.request_id, traceback.format_exc())
-                    body = P.ErrorReply(code=P.E_INTERNAL, message=f"{type(exc).__name__}: {exc}")
+                    body = P.ErrorReply(code=P.E_INTERNAL, message=self._public(f"{type(exc).__name__}: {exc}"))
                 if work.job is not None:
                     self.handlers.finish_job(work.job)  # before the final reply: status is then already true
                 try:

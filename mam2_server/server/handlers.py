@@ -315,9 +315,8 @@ class Handlers:
                 raise
             except Exception as exc:  # noqa: BLE001 - an engine failure is a reply, not a dead server
                 log.exception("engine %s failed on shot %s", self.engine.name, shot.id)
-                detail = str(exc).replace(str(self.store.root.resolve()), "<cache>")  # no server paths
                 raise ProtocolError(P.E_ENGINE, f"engine {self.engine.name} failed after "
-                                                f"{len(computed)} frame(s): {type(exc).__name__}: {detail}") from None
+                                                f"{len(computed)} frame(s): {type(exc).__name__}: {exc}") from None
             finally:
                 results.close()
         cancelled = job.cancel.is_set() and len(computed) < len(todo)
