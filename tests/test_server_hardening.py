@@ -123,6 +123,24 @@ def test_big_non_image_and_oversized_files_are_refused_at_once(tmp_path):
         assert c.hello()["limits"]["max_file_bytes"] == 512 << 20
 
 
+def test_allow_path_holds_against_symlinks_dot_dot_and_sibling_prefixes(tmp_path):
+    plates, evil = tmp_path / "plates", tmp_path / "plates-evil"
+    plates.mkdir()
+    evil.mkdir()
+    frame = clip(1)[0]
+    inside = _plate_file(plates / "in.exr", frame)
+    outside = _plate_file(evil / "out.exr", frame)
+    (plates / "link.exr").symlink_to(outside)
+    with in_process_server(tmp_path, allowed_roots=[plates.resolve()]) as client, client() as c:
+        c.open_shot("allow", first=1, last=1, width=64, height=48)
+        assert c.put_frames("allow", {1: inside}, encoding="path") == [1]
+        for path in (outside, str(plates / "link.exr"), str(plates / ".." / "plates-evil" / "out.exr")):
+            error = _code(lambda: c.put_frames("allow", {1: path}, encoding="path"))
+            assert error.code == "bad_frame" and "--allow-path" in error.message, error
+        error = _code(lambda: c.add_prompt("allow", 1, mask=outside))  # a mask by path, too
+        assert error.code == "bad_frame" and "--allow-path" in error.message, error
+
+
 # -- 2: corrupt uploads are refused on arrival, and no message shows where the cache is -----------------
 def test_corrupt_uploads_are_refused_on_arrival(tmp_path):
     frame = clip(1)[0]
