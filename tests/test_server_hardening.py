@@ -17,7 +17,7 @@ import zmq
 sys.path.insert(0, str(Path(__file__).parent))
 from test_server_support import FastEngine, ServerProcess, clip, free_port  # noqa: E402
 
-from host_plugins.mam2_client import Client, ServerError, ServerUnavailable, wire  # noqa: E402
+from host_plugins.mam2_client import Client, ServerError, ServerUnavailable  # noqa: E402
 from host_plugins.mam2_client.auth import read_token  # noqa: E402
 from mam2_server.io import encode_image, write_image  # noqa: E402
 
