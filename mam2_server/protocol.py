@@ -11,7 +11,9 @@ client shares them without importing the server. Reference: docs/protocol.md.
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -51,6 +53,9 @@ class Pixels:
         if self.encoding == wire.ENC_PATH:
             if not self.path:
                 raise ProtocolError(wire.E_BAD_FRAME, "encoding 'path' needs a 'path'")
+            if "\0" in self.path or not os.path.isabs(self.path):
+                raise ProtocolError(wire.E_BAD_FRAME, f"path {self.path!r:.200} must be absolute and free of NUL "
+                                                      "characters")
             return
         if self.buffer is None or not 1 <= self.buffer <= len(buffers):
             raise ProtocolError(wire.E_BAD_FRAME, f"buffer index {self.buffer} does not name one of the "
@@ -209,9 +214,15 @@ class ShotInfo:
 
 
 @dataclass
+class JobInfo:
+    shot: str
+    id: str | int  # the propagate's request id, as sent
+
+
+@dataclass
 class StatusReply(Reply):
     shots: list[ShotInfo]
-    jobs: list[str]  # "shot:request-id" of running/queued propagations
+    jobs: list[JobInfo]  # running and queued propagations
     rss_bytes: int
     cache_bytes: int  # decoded frames held in memory
     memory_budget: int
@@ -274,7 +285,7 @@ class GetAlphaReply(Reply):
 
 @dataclass
 class CancelReply(Reply):
-    cancelled: list[str]  # request ids that were told to stop
+    cancelled: list[str | int]  # request ids (as sent) of the propagations told to stop
 
 
 @dataclass
@@ -327,8 +338,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         (item,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
             raise ProtocolError(wire.E_BAD_MESSAGE, f"{where}: expected a list, got {type(value).__name__}")
-        if len(value) > wire.MAX_FRAMES_PER_SHOT:
-            raise ProtocolError(wire.E_TOO_LARGE, f"{where}: {len(value)} items (max {wire.MAX_FRAMES_PER_SHOT})")
+        if len(value) > wire.MAX_LIST_ITEMS:
+            raise ProtocolError(wire.E_TOO_LARGE, f"{where}: {len(value)} items (max {wire.MAX_LIST_ITEMS})")
         return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
@@ -351,8 +362,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is str:
         if not isinstance(value, str):
             raise ProtocolError(wire.E_BAD_MESSAGE, f"{where}: expected a string, got {type(value).__name__}")
-        if len(value) > 4096:
-            raise ProtocolError(wire.E_TOO_LARGE, f"{where}: string of {len(value)} characters")
+        if len(value) > wire.MAX_STRING_CHARS:
+            raise ProtocolError(wire.E_TOO_LARGE, f"{where}: string of {len(value)} characters "
+                                                  f"(max {wire.MAX_STRING_CHARS})")
         return value
     raise TypeError(f"protocol field type {tp!r} not supported")
 
@@ -368,23 +380,31 @@ def _from_map(cls: type, data: Any, where: str) -> Any:
             kwargs[f.name] = _coerce(data[f.name], hints[f.name], f"{where}.{f.name}" if where else f.name)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ProtocolError(wire.E_BAD_MESSAGE, f"{where or cls.op}: missing field {f.name!r}")
-    unknown = [k for k in data if k not in names and k not in (wire.KEY_VERSION, wire.KEY_ID, wire.KEY_OP)]
+    unknown = [k for k in data if k not in names and k not in _ENVELOPE]
     if unknown:
         raise ProtocolError(wire.E_BAD_MESSAGE, f"{where or getattr(cls, 'op', '')}: unknown field(s) "
                                                 f"{[str(k)[:40] for k in unknown[:5]]}")
     return cls(**kwargs)
 
 
-def peek_request_id(header: bytes) -> str | int | None:
-    """The request id of a header that may not decode fully (so errors can still echo it)."""
+_ENVELOPE = (wire.KEY_VERSION, wire.KEY_ID, wire.KEY_OP, wire.KEY_TOKEN)
+
+
+def peek_request(header: Buffer) -> tuple[str | int | None, str | None]:
+    """(request id, op) of a header that may not decode fully, so that an error can still name them.
+
+    Each is None unless valid: an id of the allowed types, an op the server knows.
+    """
     if memoryview(header).nbytes > wire.MAX_HEADER_BYTES:
-        return None
+        return None, None
     try:
         data = msgpack.unpackb(bytes(header), raw=False, strict_map_key=True, ext_hook=_no_ext)
     except Exception:  # noqa: BLE001 - any garbage is possible here
-        return None
-    rid = data.get(wire.KEY_ID) if isinstance(data, dict) else None
-    return rid if _valid_id(rid) else None
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    rid, op = data.get(wire.KEY_ID), data.get(wire.KEY_OP)
+    return (rid if _valid_id(rid) else None), (op if isinstance(op, str) and op in REQUESTS else None)
 
 
 def _valid_id(rid: Any) -> bool:
@@ -396,16 +416,25 @@ def _no_ext(code: int, data: bytes) -> Any:
     raise ProtocolError(wire.E_BAD_MESSAGE, "msgpack extension types are not accepted")
 
 
-def decode_request(frames: Sequence[Buffer], *, max_header_bytes: int = wire.MAX_HEADER_BYTES) -> Envelope:
-    """Decode ``[header, *buffers]`` into an Envelope; raise ProtocolError on anything malformed."""
+def decode_request(frames: Sequence[Buffer], *, max_header_bytes: int = wire.MAX_HEADER_BYTES,
+                   max_message_bytes: int = wire.MAX_MESSAGE_BYTES, token: str | None = None) -> Envelope:
+    """Decode ``[header, *buffers]`` into an Envelope; raise ProtocolError on anything malformed.
+
+    Sizes are checked before anything is decoded. `token`: the secret every request must carry
+    (None: none is needed, e.g. CURVE clients); it is checked before the rest of the header.
+    """
     if not frames:
         raise ProtocolError(wire.E_BAD_MESSAGE, "empty message")
+    if len(frames) - 1 > wire.MAX_BUFFERS:
+        raise ProtocolError(wire.E_TOO_LARGE, f"{len(frames) - 1} buffers (max {wire.MAX_BUFFERS})")
+    total = sum(memoryview(f).nbytes for f in frames)
+    if total > max_message_bytes:
+        raise ProtocolError(wire.E_TOO_LARGE, f"message of {total} bytes (max {max_message_bytes}); "
+                                              "send fewer frames per put_frames")
     header = frames[0]
     if memoryview(header).nbytes > max_header_bytes:
         raise ProtocolError(wire.E_TOO_LARGE, f"header of {memoryview(header).nbytes} bytes "
                                               f"(max {max_header_bytes}); send pixels as buffers")
-    if len(frames) - 1 > wire.MAX_BUFFERS:
-        raise ProtocolError(wire.E_TOO_LARGE, f"{len(frames) - 1} buffers (max {wire.MAX_BUFFERS})")
     try:
         data = msgpack.unpackb(bytes(header), raw=False, strict_map_key=True, ext_hook=_no_ext)
     except ProtocolError:
@@ -414,8 +443,14 @@ def decode_request(frames: Sequence[Buffer], *, max_header_bytes: int = wire.MAX
         raise ProtocolError(wire.E_BAD_MESSAGE, f"header is not valid msgpack ({type(exc).__name__})") from None
     if not isinstance(data, dict):
         raise ProtocolError(wire.E_BAD_MESSAGE, f"header must be a msgpack map, got {type(data).__name__}")
+    if token is not None:
+        sent = data.get(wire.KEY_TOKEN)
+        if not isinstance(sent, str) or not hmac.compare_digest(sent.encode("utf-8", "replace"), token.encode()):
+            raise ProtocolError(wire.E_UNAUTHORIZED, "this server only serves the user who started it: send the "
+                                                     "token from that user's token file ($MAM2_TOKEN_FILE, else "
+                                                     "~/.cache/mam2/token) as 'token'")
     version = data.get(wire.KEY_VERSION)
-    if version != wire.PROTOCOL_VERSION or isinstance(version, bool):
+    if type(version) is not int or version != wire.PROTOCOL_VERSION:
         raise ProtocolError(wire.E_BAD_VERSION, f"protocol version {version!r:.20} not supported; "
                                                 f"this server speaks {wire.PROTOCOL_VERSION}")
     rid = data.get(wire.KEY_ID)
@@ -427,7 +462,25 @@ def decode_request(frames: Sequence[Buffer], *, max_header_bytes: int = wire.MAX
     if cls is None:
         raise ProtocolError(wire.E_UNKNOWN_OP, f"unknown op {op!r:.40}; known: {', '.join(wire.OPS)}")
     body = _from_map(cls, data, "")
-    return Envelope(rid, body, list(frames[1:]))
+    buffers = list(frames[1:])
+    for ref in images(body):
+        ref.check(buffers)
+    used = {p.buffer for p in images(body) if p.encoding in (wire.ENC_RAW, wire.ENC_EXR)}
+    unused = [i for i in range(1, len(frames)) if i not in used]
+    if unused:
+        raise ProtocolError(wire.E_BAD_MESSAGE, f"buffer(s) {unused[:10]} are not referenced by any field")
+    return Envelope(rid, body, buffers)
+
+
+def images(body: Request) -> list[Pixels]:
+    """The image references of a request (their buffers must account for every buffer sent)."""
+    found = []
+    for f in dataclasses.fields(body):
+        value = getattr(body, f.name)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, Pixels):
+                found.append(item)
+    return found
 
 
 def encode_request(request_id: str | int, body: Request, buffers: Sequence[Buffer] = ()) -> list[Buffer]:
@@ -438,7 +491,8 @@ def encode_request(request_id: str | int, body: Request, buffers: Sequence[Buffe
 
 # ---------------------------------------------------------------------------- encoding
 def _to_map(obj: Any) -> dict:
-    return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    """The fields of a dataclass as a map; fields that are None are left out (a reply never holds null)."""
+    return {f.name: _plain(v) for f in dataclasses.fields(obj) if (v := getattr(obj, f.name)) is not None}
 
 
 def _plain(value: Any) -> Any:
@@ -449,7 +503,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def encode_reply(request_id: str | int | None, op: str, body: Reply,
+def encode_reply(request_id: str | int | None, op: str | None, body: Reply,
                  buffers: Sequence[Buffer] = ()) -> list[Buffer]:
     """``[header, *buffers]`` for one reply (final or intermediate)."""
     header = {wire.KEY_VERSION: wire.PROTOCOL_VERSION, wire.KEY_ID: request_id, wire.KEY_OP: op,
@@ -458,7 +512,7 @@ def encode_reply(request_id: str | int | None, op: str, body: Reply,
     return [msgpack.packb(header, use_bin_type=True), *buffers]
 
 
-def error_reply(request_id: str | int | None, op: str, code: str, message: str) -> list[Buffer]:
+def error_reply(request_id: str | int | None, op: str | None, code: str, message: str) -> list[Buffer]:
     return encode_reply(request_id, op, ErrorReply(code=code, message=message))
 
 
@@ -476,5 +530,5 @@ def decode_reply(frames: Sequence[Buffer]) -> tuple[str | int | None, Reply, lis
     kind = data.get(wire.KEY_KIND)
     cls = {wire.KIND_ERROR: ErrorReply, wire.KIND_PROGRESS: Progress, wire.KIND_ALPHA: AlphaMessage}.get(kind) \
         or REPLIES[data[wire.KEY_OP]]
-    fields = {k: v for k, v in data.items() if k not in (wire.KEY_VERSION, wire.KEY_ID, wire.KEY_OP, wire.KEY_KIND)}
+    fields = {k: v for k, v in data.items() if k not in (*_ENVELOPE, wire.KEY_KIND)}
     return data.get(wire.KEY_ID), _from_map(cls, fields, cls.__name__), list(frames[1:])

@@ -115,6 +115,36 @@ def test_ensure_server_starts_a_local_server_with_a_clean_environment(tmp_path, 
         launcher.stop_started_servers()
 
 
+def test_ensure_server_uses_a_token_file_transparently_and_names_a_server_it_may_not_use(tmp_path):
+    from host_plugins.mam2_client import ServerError, launcher
+    address = f"tcp://127.0.0.1:{free_port()}"
+    token = tmp_path / "host" / "token"
+    client = ensure_server(address, command=[sys.executable, "-m", "mam2_server.cli"], wait=60, timeout=0.5,
+                           serve_args=["--cache-dir", str(tmp_path / "cache"),
+                                       "--engine-factory", "test_server_support:fast_engine"],
+                           env={"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])},
+                           log_path=tmp_path / "serve.log", token_file=token)
+    try:
+        assert client.hello()["engine"] == "testfast"
+        assert token.is_file() and token.stat().st_mode & 0o777 == 0o600  # the server made it; the client read it
+        other = tmp_path / "other-token"
+        other.write_text("another-users-token-0123456789")
+        start = time.monotonic()
+        with pytest.raises(ServerError) as info:  # someone else's server on the port: said at once, not hidden
+            ensure_server(address, timeout=2.0, token_file=other)
+        assert info.value.code == "unauthorized" and time.monotonic() - start < 2
+        server = launcher.started_server(address)
+        restarted = launcher.restart_server(address, timeout=0.5)  # same token file
+        assert restarted.hello()["protocol"] == 1 and not server.running()
+        restarted.close()
+        assert launcher.stop_server(address)  # a clean `shutdown`, sent with the server's token
+        assert launcher.started_server(address) is None
+        assert (tmp_path / "serve.log").read_text().count("shutdown requested") == 2  # both stops, none killed
+    finally:
+        client.close()
+        launcher.stop_started_servers()
+
+
 _HOST = r"""
 import sys
 sys.path.insert(0, sys.argv[1])

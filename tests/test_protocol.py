@@ -47,6 +47,7 @@ def _header(**fields):
     ([msgpack.packb({"v": 2, "id": 1, "op": "hello"})], wire.E_BAD_VERSION),
     ([msgpack.packb({"id": 1, "op": "hello"})], wire.E_BAD_VERSION),
     ([msgpack.packb({"v": True, "id": 1, "op": "hello"})], wire.E_BAD_VERSION),
+    ([msgpack.packb({"v": 1.0, "id": 1, "op": "hello"})], wire.E_BAD_VERSION),
     ([_header(op="unpickle")], wire.E_UNKNOWN_OP),
     ([msgpack.packb({"v": 1, "op": "hello"})], wire.E_BAD_MESSAGE),  # no request id
     ([msgpack.packb({"v": 1, "id": 1.5, "op": "hello"})], wire.E_BAD_MESSAGE),
@@ -58,6 +59,9 @@ def _header(**fields):
     ([msgpack.packb({"v": 1, "id": 1, "op": "hello", "client": msgpack.ExtType(1, b"x")})], wire.E_BAD_MESSAGE),
     ([_header(op="hello", client="x" * (wire.MAX_HEADER_BYTES + 1))], wire.E_TOO_LARGE),
     ([_header(op="status"), *[b""] * (wire.MAX_BUFFERS + 1)], wire.E_TOO_LARGE),
+    ([_header(op="status"), b"stray"], wire.E_BAD_MESSAGE),  # a buffer no field refers to
+    ([_header(op="put_frames", shot="s", frames=[{"frame": 1, "encoding": "path", "path": "/p.exr"}]), b"x"],
+     wire.E_BAD_MESSAGE),
 ])
 def test_malformed_requests_are_typed_errors(frames, code):
     with pytest.raises(P.ProtocolError) as info:
@@ -79,7 +83,43 @@ def test_pixel_references_are_checked(ref, buffers, fragment):
     assert info.value.code == wire.E_BAD_FRAME and fragment in info.value.message
 
 
-def test_peek_request_id_survives_garbage():
-    assert P.peek_request_id(b"\xc1") is None
-    assert P.peek_request_id(msgpack.packb({"id": "abc", "v": 9})) == "abc"
-    assert P.peek_request_id(msgpack.packb({"id": "x" * 100})) is None
+def test_peek_request_survives_garbage_and_names_only_known_ops():
+    assert P.peek_request(b"\xc1") == (None, None)
+    assert P.peek_request(msgpack.packb([1])) == (None, None)
+    assert P.peek_request(msgpack.packb({"id": "abc", "v": 9, "op": "open_shot"})) == ("abc", "open_shot")
+    assert P.peek_request(msgpack.packb({"id": "x" * 100, "op": "rm -rf"})) == (None, None)
+
+
+def test_a_message_over_the_size_limit_is_refused_before_its_header_is_read():
+    frames = [b"\xc1 not even msgpack", b"\0" * 600, b"\0" * 600]
+    with pytest.raises(P.ProtocolError) as info:
+        P.decode_request(frames, max_message_bytes=1000)
+    assert info.value.code == wire.E_TOO_LARGE and "1000" in info.value.message
+
+
+def test_the_token_is_checked_before_the_rest_of_the_header():
+    good = {"v": 1, "id": 1, "op": "hello", "token": "s3cret-token-0123456789"}
+    assert P.decode_request([msgpack.packb(good)], token="s3cret-token-0123456789").body == P.Hello()
+    for header in ({**good, "token": "wrong"}, {k: v for k, v in good.items() if k != "token"},
+                   {**good, "token": 7, "v": 99}):
+        with pytest.raises(P.ProtocolError) as info:
+            P.decode_request([msgpack.packb(header)], token="s3cret-token-0123456789")
+        assert info.value.code == wire.E_UNAUTHORIZED
+    assert P.decode_request([msgpack.packb(good)]).body == P.Hello()  # no token needed (CURVE): ignored
+
+
+@pytest.mark.parametrize("path", ["relative/plate.exr", "/plates/a\0b.exr", ""])
+def test_paths_must_be_absolute_and_free_of_nul(path):
+    with pytest.raises(P.ProtocolError) as info:
+        P.Pixels(encoding="path", path=path).check([])
+    assert info.value.code == wire.E_BAD_FRAME
+
+
+def test_replies_hold_no_null_fields_and_cancel_returns_ids_as_sent():
+    exr = P.AlphaMessage(alpha=P.AlphaFrame(encoding="exr", buffer=1, frame=3))
+    header = msgpack.unpackb(P.encode_reply("r", "propagate", exr, [b"x"])[0])
+    assert header["alpha"] == {"encoding": "exr", "buffer": 1, "frame": 3, "cached": False}
+    header = msgpack.unpackb(P.encode_reply("r", "cancel", P.CancelReply(cancelled=[7, "abc"]))[0])
+    assert header["cancelled"] == [7, "abc"]
+    header = msgpack.unpackb(P.error_reply(None, None, wire.E_BAD_MESSAGE, "garbage")[0])
+    assert header["op"] is None and header["id"] is None

@@ -4,7 +4,7 @@ import pytest
 
 from mam2_server.io.image import ImageInfo
 from mam2_server.protocol import ProtocolError
-from mam2_server.server.pixels import _check_info
+from mam2_server.server.pixels import check_plate_info
 from mam2_server.server.shots import ShotStore
 from mam2_server.server.store import check_shot_id
 
@@ -33,10 +33,10 @@ def test_a_huge_data_window_behind_a_small_frame_is_refused():
     info = ImageInfo(x=0, y=0, width=20000, height=20000, full_x=0, full_y=0, full_width=64, full_height=48,
                      channels=("R", "G", "B"))
     with pytest.raises(ProtocolError, match="data window"):
-        _check_info(info, "plate.exr", 64, 48)
+        check_plate_info(info, "plate.exr", 64, 48)
     ok = ImageInfo(x=-8, y=-8, width=80, height=64, full_x=0, full_y=0, full_width=64, full_height=48,
                    channels=("R", "G", "B"))
-    _check_info(ok, "plate.exr", 64, 48)  # ordinary overscan
+    check_plate_info(ok, "plate.exr", 64, 48)  # ordinary overscan
 
 
 def test_an_exr_mask_with_a_huge_data_window_is_refused_before_decoding():

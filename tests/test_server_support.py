@@ -2,7 +2,9 @@
 
 `fast_engine` is loaded by `mam2 serve --engine-factory test_server_support:fast_engine`
 (tests/ on PYTHONPATH); MAM2_TEST_FRAME_DELAY (seconds) slows every frame down so
-that cancel and kill -9 can land mid-propagate.
+that cancel and kill -9 can land mid-propagate, MAM2_TEST_FAIL_FRAME makes the engine
+fail on that frame, and while the file MAM2_TEST_BUG_FILE exists the engine's `chained`
+attribute raises (a bug outside propagate: the server's `internal` error).
 """
 from __future__ import annotations
 
@@ -29,11 +31,17 @@ class FastEngine(Engine):
     """alpha = 0.5 * display luminance + 0.5 inside the keyframe's box (or near its points)."""
 
     name = "testfast"
-    chained = False
 
-    def __init__(self, delay: float = 0.0, fail_frame: int | None = None) -> None:
+    def __init__(self, delay: float = 0.0, fail_frame: int | None = None, bug_file: str | None = None) -> None:
         self.delay = delay
         self.fail_frame = fail_frame
+        self.bug_file = bug_file
+
+    @property
+    def chained(self) -> bool:
+        if self.bug_file and os.path.exists(self.bug_file):
+            raise RuntimeError("test engine bug: 'chained' is broken")
+        return False
 
     def run_pass(self, source, plan: Pass, prompts: Mapping[int, Prompt]) -> Iterator[FrameResult]:
         prompt = prompts[plan.keyframe]
@@ -56,7 +64,8 @@ class FastEngine(Engine):
 
 def fast_engine(config: EngineConfig) -> FastEngine:
     fail = os.environ.get("MAM2_TEST_FAIL_FRAME")
-    return FastEngine(float(os.environ.get("MAM2_TEST_FRAME_DELAY", "0")), int(fail) if fail else None)
+    return FastEngine(float(os.environ.get("MAM2_TEST_FRAME_DELAY", "0")), int(fail) if fail else None,
+                      os.environ.get("MAM2_TEST_BUG_FILE"))
 
 
 def clip(n: int = 6, seed: int = 0, w: int = W, h: int = H) -> list[np.ndarray]:
@@ -77,13 +86,19 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`mam2 serve` in a subprocess on a random loopback port."""
+    """`mam2 serve` in a subprocess on a random loopback port (host "[::1]" for IPv6).
+
+    token_file: the server's --token-file, which `client()` then reads too (default: the user's)."""
 
     def __init__(self, cache_dir: Path, *, engine: str | None = None, delay: float = 0.0,
-                 extra: tuple[str, ...] = (), port: int | None = None, env: dict | None = None) -> None:
+                 extra: tuple[str, ...] = (), port: int | None = None, env: dict | None = None,
+                 host: str = "127.0.0.1", token_file: Path | None = None) -> None:
         self.port = port or free_port()
-        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.address = f"tcp://{host}:{self.port}"
         self.cache_dir = cache_dir
+        self.token_file = token_file
+        if token_file is not None:
+            extra = (*extra, "--token-file", str(token_file))
         self.log_path = cache_dir.parent / f"serve-{self.port}.log"
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
                    MAM2_TEST_FRAME_DELAY=str(delay), **(env or {}))
@@ -108,11 +123,12 @@ class ServerProcess:
     def client(self, **kwargs):
         from host_plugins.mam2_client import Client
         kwargs.setdefault("timeout", 20.0)
+        kwargs.setdefault("token_file", self.token_file)
         return Client(self.address, **kwargs)
 
     def wait_ready(self, seconds: float = 60.0) -> None:
         from host_plugins.mam2_client import Client, ServerUnavailable
-        client = Client(self.address, timeout=0.5, retries=1)
+        client = Client(self.address, timeout=0.5, retries=1, token_file=self.token_file)
         deadline = time.monotonic() + seconds
         try:
             while True:

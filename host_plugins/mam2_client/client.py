@@ -4,7 +4,8 @@ Depends only on pyzmq and msgpack (numpy is used when present). Every call has a
 timeout; idempotent calls are retried Lazy-Pirate style (close the socket,
 reconnect, resend) and fail with `ServerUnavailable` naming the address. Calls
 on one Client are serialised by a lock; `cancel()` uses its own socket, so
-another thread (e.g. Nuke's UI thread) can stop a running `propagate`.
+another thread (e.g. Nuke's UI thread) can stop a running `propagate`. Requests
+to a local address carry this user's token (`auth`), read from the token file.
 
     client = Client("tcp://127.0.0.1:5557")
     client.open_shot("sh010", first=1001, last=1100, width=1920, height=1080)
@@ -25,7 +26,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import msgpack
 import zmq
 
-from . import wire
+from . import auth, wire
 
 try:  # optional: hosts without numpy get Alpha.data as bytes
     import numpy as _np
@@ -93,16 +94,22 @@ class PropagateResult:
 class Client:
     def __init__(self, address: str = wire.DEFAULT_ADDRESS, *, timeout: float = 10.0, retries: int = 3,
                  frame_timeout: float = 600.0, curve_server_key: str | None = None,
-                 curve_client_secret: str | None = None, context: zmq.Context | None = None) -> None:
+                 curve_client_secret: str | None = None, context: zmq.Context | None = None,
+                 token_file: str | os.PathLike | None = None) -> None:
         """timeout: seconds to wait for a reply; retries: tries of idempotent calls before giving up;
         frame_timeout: longest gap between two propagate messages (one frame's compute time);
-        curve_*: key files from `mam2 keys` for a server started with --curve."""
+        curve_*: key files from `mam2 keys` for a server started with --curve;
+        token_file: the local server's token (default: $MAM2_TOKEN_FILE, else ~/.cache/mam2/token)."""
         self.address = address
         self.timeout = timeout
         self.retries = max(1, retries)
         self.frame_timeout = frame_timeout
         self._curve = (curve_server_key, curve_client_secret) if curve_server_key else None
         self._context = context or zmq.Context.instance()
+        self.token_file = token_file
+        # never hand this user's local secret to a remote server (those authenticate clients by CURVE key)
+        self._sends_token = wire.is_loopback(address)
+        self._token: str | None = None
         self._socket: zmq.Socket | None = None
         self._lock = threading.Lock()
         self._owner: int | None = None  # thread inside request(), to refuse re-entry from callbacks
@@ -111,6 +118,8 @@ class Client:
     def _connect(self) -> zmq.Socket:
         sock = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        if wire.is_ipv6(self.address):
+            sock.setsockopt(zmq.IPV6, 1)
         if self._curve is not None:
             from zmq.auth import load_certificate
             server_public, _ = load_certificate(self._curve[0])
@@ -152,16 +161,31 @@ class Client:
         tries = self.retries if (op in wire.IDEMPOTENT_OPS if retry is None else retry) else 1
         rid = uuid.uuid4().hex
         header = {wire.KEY_VERSION: wire.PROTOCOL_VERSION, wire.KEY_ID: rid, wire.KEY_OP: op, **(fields or {})}
-        message = [msgpack.packb(header, use_bin_type=True), *buffers]
         if self._owner == threading.get_ident():
             raise MAM2Error(f"'{op}' called from inside a callback of this Client's running request; use "
                             "another Client (cancel() is fine: it has its own socket)")
         with self._lock:
             self._owner = threading.get_ident()
             try:
-                return self._exchange(op, message, rid, tries, timeout, on_message)
+                while True:
+                    token = self._token_for_request()
+                    if token is not None:
+                        header[wire.KEY_TOKEN] = token
+                    message = [msgpack.packb(header, use_bin_type=True), *buffers]
+                    try:
+                        return self._exchange(op, message, rid, tries, timeout, on_message)
+                    except ServerError as exc:  # a server started since we read the file made a new token
+                        if exc.code != wire.E_UNAUTHORIZED or not self._sends_token or \
+                                auth.read_token(self.token_file) in (None, token):
+                            raise
+                        self._token = None
             finally:
                 self._owner = None
+
+    def _token_for_request(self) -> str | None:
+        if self._sends_token and self._token is None:
+            self._token = auth.read_token(self.token_file)
+        return self._token
 
     def _exchange(self, op: str, message: list, rid: str, tries: int, timeout: float,
                   on_message: Callable[[dict, list], None] | None) -> tuple[dict, list]:
@@ -333,7 +357,7 @@ class Client:
         if shot is not None:
             fields["shot"] = shot
         side = Client(self.address, timeout=self.timeout if wait is None else wait,
-                      retries=self.retries if wait is None else 1, context=self._context)
+                      retries=self.retries if wait is None else 1, context=self._context, token_file=self.token_file)
         side._curve = self._curve
         try:
             return side.request(wire.OP_CANCEL, fields)[0]["cancelled"]

@@ -12,6 +12,9 @@ A server started here belongs to this process (the host application):
   outlives a host that quit or crashed, and it is stopped at normal interpreter exit;
 * `started_server`, `stop_server` and `restart_server` give the hosts Status / Stop /
   Restart controls. A server this process did not start is never stopped from here.
+
+The server and its clients share this user's token file (see `auth`), so a server started
+here answers this user's hosts and no one else.
 """
 from __future__ import annotations
 
@@ -60,6 +63,7 @@ class LocalServer:
     log_path: Path
     process: subprocess.Popen = field(repr=False)
     env: dict[str, str] | None = field(default=None, repr=False)
+    token_file: str | None = None  # its --token-file (None: this user's default)
 
     def running(self) -> bool:
         return self.process.poll() is None
@@ -75,7 +79,8 @@ class LocalServer:
         kill. Returns the exit code (None if it could not be reaped)."""
         if self.running():
             try:
-                with Client(self.address, timeout=min(timeout, 2.0), retries=1) as client:
+                with Client(self.address, timeout=min(timeout, 2.0), retries=1,
+                            token_file=self.token_file) as client:
                     client.shutdown()
             except MAM2Error:
                 pass  # not answering: signals below
@@ -131,6 +136,8 @@ def restart_server(address: str = wire.DEFAULT_ADDRESS, **kwargs) -> Client:
         kwargs.setdefault("serve_args", old.serve_args)
         kwargs.setdefault("log_path", old.log_path)
         kwargs.setdefault("env", old.env)
+        if old.token_file is not None:
+            kwargs.setdefault("token_file", old.token_file)
     return ensure_server(address, **kwargs)
 
 
@@ -162,6 +169,9 @@ def ensure_server(address: str = wire.DEFAULT_ADDRESS, *, start: bool = True, co
                                 "PATH; set MAM2_SERVER_COMMAND (e.g. '/opt/mam2/.venv/bin/mam2') or MAM2_PYTHON")
     log_file = Path(log_path) if log_path else Path(tempfile.gettempdir()) / f"mam2-serve-{os.getpid()}.log"
     full = [*cmd, "serve", "--address", address, *serve_args]
+    token_file = client_kwargs.get("token_file")
+    if token_file is not None:  # the server's token where this client reads it
+        full += ["--token-file", os.fspath(token_file)]
     if exit_with_host:
         full += ["--exit-with", str(os.getpid())]
     try:  # an unwritable log folder or a missing/non-executable command: a message, not a traceback
@@ -170,7 +180,8 @@ def ensure_server(address: str = wire.DEFAULT_ADDRESS, *, start: bool = True, co
                                        env=server_environment(env), start_new_session=True, close_fds=True)
     except OSError as exc:
         raise ServerUnavailable(f"cannot start a MAM2 server with {shlex.join(full)}: {exc}") from None
-    server = LocalServer(address, cmd, list(serve_args), log_file, process, dict(env) if env else None)
+    server = LocalServer(address, cmd, list(serve_args), log_file, process, dict(env) if env else None,
+                         os.fspath(token_file) if token_file is not None else None)
     client = Client(address, timeout=min(timeout, 1.0), retries=1, **client_kwargs)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:

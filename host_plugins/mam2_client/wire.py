@@ -19,6 +19,7 @@ KEY_VERSION = "v"  # int, PROTOCOL_VERSION, in every request and reply
 KEY_ID = "id"  # request id: str (<= 64 chars) or int, chosen by the client, echoed in replies
 KEY_OP = "op"  # request: the operation name; reply: the op it answers
 KEY_KIND = "kind"  # replies only, one of KINDS
+KEY_TOKEN = "token"  # requests to a local server: the secret of the user who started it (see auth.py)
 
 # --- operations --------------------------------------------------------------
 OP_HELLO = "hello"
@@ -59,10 +60,11 @@ E_MISSING_FRAMES = "missing_frames"  # propagate needs frames the server has not
 E_BUSY = "busy"  # e.g. close_shot while the shot is propagating
 E_ENGINE = "engine_error"  # the engine failed on a frame
 E_SHUTTING_DOWN = "shutting_down"
+E_UNAUTHORIZED = "unauthorized"  # no token, or not the token of the user who started the server
 E_INTERNAL = "internal"  # a server bug; the server stays up
 ERROR_CODES = (E_BAD_MESSAGE, E_BAD_VERSION, E_UNKNOWN_OP, E_TOO_LARGE, E_NO_SHOT, E_BAD_SHOT,
                E_BAD_FRAME, E_BAD_PROMPT, E_MISSING_FRAMES, E_BUSY, E_ENGINE, E_SHUTTING_DOWN,
-               E_INTERNAL)
+               E_UNAUTHORIZED, E_INTERNAL)
 
 # --- pixels ----------------------------------------------------------------------
 ENC_RAW = "raw"  # little-endian buffer, `dtype` + `shape` in the header, row-major (H, W[, C])
@@ -83,13 +85,21 @@ DIRECTIONS = (DIR_BOTH, DIR_FORWARD, DIR_BACKWARD)
 # --- limits (the server may be configured lower, never higher) ---------------------
 MAX_HEADER_BYTES = 1 << 20  # 1 MiB of msgpack per header
 MAX_BUFFERS = 64  # buffers per message
-MAX_MESSAGE_BYTES = 1 << 30  # 1 GiB per ZeroMQ frame (zmq.MAXMSGSIZE)
+MAX_MESSAGE_BYTES = 1 << 30  # 1 GiB per message, header and buffers together (also zmq.MAXMSGSIZE per frame)
 MAX_SIDE = 16384  # pixels per image side
 MAX_FRAMES_PER_SHOT = 100000
+MAX_LIST_ITEMS = MAX_FRAMES_PER_SHOT  # items of any list field
+MAX_STRING_CHARS = 4096  # characters of any string field
 MAX_ID_CHARS = 64
+MAX_ALPHAS_PER_REPLY = 64  # frames per get_alpha
 SHOT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"  # and no ".." anywhere
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5557"
+
+
+def is_ipv6(address: str) -> bool:
+    """True for tcp://[v6-address]:port (ZeroMQ sockets then need the IPV6 option)."""
+    return address.startswith("tcp://[")
 
 
 def is_loopback(address: str) -> bool:

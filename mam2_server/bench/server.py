@@ -10,8 +10,14 @@ per frame (`engine.run` on an in-memory source, as `mam2 matte` runs it).
 Part 2, memory. A --long-frames shot of small frames is uploaded, propagated and
 read back; the server's RSS is sampled (status op) along the way.
 
+Part 3, soak (--soak-minutes M, off by default). --soak-clients clients x M minutes of
+mixed uploads, prompts, propagations, cancels and malformed messages against one
+server running --soak-engine (see `server_soak`): requests answered / lost / wrong,
+the server's RSS, open files and threads.
+
     mam2 bench server --sizes 1920x1080,3840x2160 --frames 4 --engine classic
     mam2 bench server --long-frames 1000 --long-size 320x180 --sizes ''
+    mam2 bench server --sizes '' --long-frames 0 --soak-minutes 30
 
 Measured, never asserted.
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine-frames", type=int, default=2, help="frames timed on the engine per size")
     parser.add_argument("--long-frames", type=int, default=1000, help="frames of the memory run (0 skips it)")
     parser.add_argument("--long-size", default="320x180", help="WxH of the memory run's frames")
+    parser.add_argument("--soak-minutes", type=float, default=0.0, help="minutes of the soak run (0 skips it)")
+    parser.add_argument("--soak-clients", type=int, default=3, help="clients of the soak run")
+    parser.add_argument("--soak-engine", default="classic", help="engine of the soak run's server")
+    parser.add_argument("--soak-size", default="96x64", help="WxH of the soak run's frames")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -73,15 +84,15 @@ def _plates(n: int, w: int, h: int, seed: int = 0) -> list[np.ndarray]:
 
 
 class _Server:
-    def __init__(self, cache: Path) -> None:
+    def __init__(self, cache: Path, engine: str | None = None) -> None:
         import socket
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.address = f"tcp://127.0.0.1:{port}"
+        engine_args = ["--engine", engine] if engine else ["--engine-factory", "mam2_server.bench.server:null_engine"]
         self.proc = subprocess.Popen([sys.executable, "-m", "mam2_server.cli", "serve", "--address", self.address,
-                                      "--cache-dir", str(cache), "--engine-factory",
-                                      "mam2_server.bench.server:null_engine"],
+                                      "--cache-dir", str(cache), *engine_args],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         from host_plugins.mam2_client import Client
         from host_plugins.mam2_client.client import wait_for_server
@@ -209,8 +220,34 @@ def _memory(server: _Server, n: int, w: int, h: int) -> list[tuple[str, int]]:
     return samples
 
 
+def _soak(args: argparse.Namespace, tmp: Path) -> None:
+    from mam2_server.bench.server_soak import report, run_soak
+    server = _Server(tmp / "soak-cache", engine=args.soak_engine)
+    try:
+        print(f"\nsoak: engine {args.soak_engine}, {args.soak_size} frames, server pid {server.proc.pid}; "
+              "samples: minute, RSS MiB, open files, threads", flush=True)
+        result = run_soak(server.address, server.proc.pid, args.soak_minutes * 60, tmp, clients=args.soak_clients,
+                          size=_size(args.soak_size), sample_every=min(60.0, max(1.0, args.soak_minutes * 2)),
+                          on_sample=lambda s: print(f"  {s.seconds / 60:6.1f} {s.rss_bytes / 2**20:8.1f} "
+                                                    f"{s.open_files:5d} {s.threads:4d}", flush=True))
+        print("\n".join(report(result)))
+    finally:
+        server.close()
+
+
 def run(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="mam2-bench-server-"))
+    try:
+        if args.sizes.strip() or args.long_frames:
+            _overhead_and_memory(args, tmp)
+        if args.soak_minutes:
+            _soak(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def _overhead_and_memory(args: argparse.Namespace, tmp: Path) -> None:
     server = _Server(tmp / "cache")
     try:
         print(f"mam2 bench server: {os.cpu_count()} CPUs, server {server.address}, cache {tmp / 'cache'}")
@@ -243,6 +280,3 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {label:28s} {rss / 2**20:8.1f} MiB")
     finally:
         server.close()
-        import shutil
-        shutil.rmtree(tmp, ignore_errors=True)
-    return 0

@@ -1,7 +1,8 @@
 """`mam2 serve`: the matting server host plugins talk to (ZeroMQ, protocol in docs/protocol.md).
 
-Binds tcp://127.0.0.1:5557 by default. Any non-loopback address needs CURVE keys
-(`mam2 keys DIR`, then `--curve DIR`). Stops cleanly on Ctrl-C, SIGTERM or a
+Binds tcp://127.0.0.1:5557 by default and serves only the user who started it
+(every request carries the token in --token-file). Any non-loopback address needs
+CURVE keys (`mam2 keys DIR`, then `--curve DIR`). Stops cleanly on Ctrl-C, SIGTERM or a
 `shutdown` request (or when the --exit-with process ends). Alphas are cached in --cache-dir, so a restarted server
 serves every finished frame again without recomputing it.
 
@@ -51,7 +52,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="EXR compression of received raw frames on disk: none is fastest (1080p half RGB "
                              "12 MB/frame), zip is smaller but ~4x slower to write (default none)")
     parser.add_argument("--max-message", type=parse_size, default=wire.MAX_MESSAGE_BYTES,
-                        help="largest ZeroMQ frame accepted; a larger one drops the connection (default 1G)")
+                        help="largest message accepted (header and buffers); ZeroMQ drops the connection of a "
+                             "client that sends a larger single frame (default 1G)")
+    parser.add_argument("--max-file", type=parse_size, metavar="SIZE",
+                        help="largest file a 'path' frame or mask may name (default: --max-message)")
+    parser.add_argument("--file-timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="time to read a file a client names before it is refused (default 10)")
+    parser.add_argument("--token-file", type=Path, metavar="PATH",
+                        help="the secret clients must send, created 0600 if missing (default $MAM2_TOKEN_FILE, "
+                             "else ~/.cache/mam2/token); not used with --curve")
     parser.add_argument("--curve", type=Path, metavar="DIR", help="CURVE key directory from `mam2 keys`")
     parser.add_argument("--allow-path", type=Path, action="append", metavar="DIR",
                         help="only read 'path' frames below DIR (repeatable; default: any readable file on a "
@@ -106,10 +115,11 @@ def run(args: argparse.Namespace) -> int:
                           max_message_bytes=args.max_message, curve_dir=args.curve,
                           spill_compression=args.spill_compression,
                           allowed_roots=[p.resolve() for p in args.allow_path] if args.allow_path else None,
+                          max_file_bytes=args.max_file, file_seconds=args.file_timeout, token_file=args.token_file,
                           engine_id=engine_id)
     try:
         server = Server(engine, config)
-    except SecurityError as exc:
+    except (SecurityError, OSError) as exc:
         raise CLIError(str(exc)) from None
     server.install_signal_handlers()
     if args.exit_with is not None:
@@ -118,7 +128,10 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"--exit-with {args.exit_with}: no such process")
         watch_process(args.exit_with, server.stop, server.stopping)
     quiet = logging.getLogger().getEffectiveLevel() > logging.INFO  # else the INFO log says it
-    server.serve_forever(on_bound=lambda address: print(
-        f"mam2 serve: listening on {address} (engine {engine.name}, device {server.handlers.device}); "
-        "Ctrl-C stops", flush=True) if quiet else None)
+    try:
+        server.serve_forever(on_bound=lambda address: print(
+            f"mam2 serve: listening on {address} (engine {engine.name}, device {server.handlers.device}); "
+            "Ctrl-C stops", flush=True) if quiet else None)
+    except SecurityError as exc:  # the address cannot be bound
+        raise CLIError(str(exc)) from None
     return 0

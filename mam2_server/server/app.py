@@ -1,12 +1,18 @@
 """The MAM2 server: one ROUTER socket, one I/O loop that always answers, work on two threads.
 
 * I/O loop (the thread that calls `serve_forever`): receives every request,
-  decodes it (`protocol.decode_request`), answers `hello`, `status`, `cancel`
-  and `shutdown` at once, queues the rest, and forwards whatever the worker
-  threads send back. It never runs an engine, so a cancel never waits behind a
-  long frame.
+  decodes it (`protocol.decode_request`, which also checks the token), answers
+  `hello`, `status`, `cancel` and `shutdown` at once, queues the rest, and
+  forwards whatever the worker threads send back. It never runs an engine, so a
+  cancel never waits behind a long frame.
+* files stage (two threads): reads the files a put_frames or add_prompt names
+  (`files.FileReader`, within a size and time budget), then queues the request
+  for the data thread, which so never waits on a client's disk.
 * data thread: open_shot, put_frames, prompts, get_alpha, close_shot (disk I/O).
 * compute thread: propagate, the only thread that touches the engine.
+
+After `shutdown` (or a signal) the loop keeps forwarding the workers' last replies and
+answers every new request with `shutting_down` until the workers have stopped.
 
 Workers hand replies to the I/O loop over an inproc PUSH/PULL pair (ZeroMQ
 sockets are not thread-safe); pixel buffers travel with ``copy=False``.
@@ -17,6 +23,7 @@ import logging
 import queue
 import signal
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,19 +31,21 @@ from typing import Callable, Sequence
 
 import zmq
 
-from host_plugins.mam2_client.wire import is_loopback
+from host_plugins.mam2_client.auth import token_file
+from host_plugins.mam2_client.wire import is_ipv6, is_loopback
 from mam2_server import protocol as P
 from mam2_server.engines import Engine
 from mam2_server.protocol import ProtocolError
+from mam2_server.server.files import FileReader
 from mam2_server.server.handlers import Handlers, Job
-from mam2_server.server.security import Curve, check_bind_address
+from mam2_server.server.security import Curve, SecurityError, check_bind_address, load_or_create_token
 from mam2_server.server.shots import ShotStore
 
 log = logging.getLogger(__name__)
 
 _OUT = "inproc://mam2-out"
-_DATA_OPS = (P.OP_OPEN_SHOT, P.OP_PUT_FRAMES, P.OP_ADD_PROMPT, P.OP_REMOVE_PROMPT, P.OP_GET_ALPHA,
-             P.OP_CLOSE_SHOT)
+_FILE_THREADS = 2
+_STOP_SECONDS = 10.0  # how long a stopping server waits for its workers
 
 
 @dataclass
@@ -44,9 +53,12 @@ class ServerConfig:
     address: str = P.DEFAULT_ADDRESS
     cache_dir: Path = Path("mam2-cache")
     memory_budget: int = 4 << 30  # bytes of decoded frames and masks held across shots
-    max_message_bytes: int = P.MAX_MESSAGE_BYTES  # per ZeroMQ frame; larger ones drop the connection
+    max_message_bytes: int = P.MAX_MESSAGE_BYTES  # per message; a larger ZeroMQ frame drops the connection
     curve_dir: Path | None = None  # keys from `mam2 keys`; required for a non-loopback address
     allowed_roots: Sequence[Path] | None = None  # where "path" frames may be read (None: anywhere)
+    max_file_bytes: int | None = None  # largest file a "path" may name (None: max_message_bytes)
+    file_seconds: float = 10.0  # time budget to read a file a client names
+    token_file: Path | None = None  # the owner's secret (None: auth.token_file()); not used with CURVE
     cache_frames: int = 4  # decoded frames kept in memory per shot
     spill_compression: str = "none"  # EXR compression of spilled raw frames: none (fast) or zip (smaller)
     engine_id: str = ""  # identifies engine + weights in cache keys (default: the engine name)
@@ -57,6 +69,8 @@ class _Work:
     identity: bytes
     envelope: P.Envelope
     job: Job | None = None
+    files: dict = field(default_factory=dict)  # what the files stage read, by image index
+    failure: Exception | None = None  # the files stage refused the request
 
 
 @dataclass
@@ -69,15 +83,30 @@ class Server:
         check_bind_address(self.config.address, self.config.curve_dir)
         if not is_loopback(self.config.address) and self.config.allowed_roots is None:
             self.config.allowed_roots = []  # remote clients may not name server files unless --allow-path says so
+        # CURVE authenticates clients by key; elsewhere only the owner's token opens the server
+        self.token = None if self.config.curve_dir is not None else \
+            load_or_create_token(token_file(self.config.token_file))
         self.context = zmq.Context()
+        files = FileReader(self.config.allowed_roots, self.config.max_file_bytes or self.config.max_message_bytes,
+                           self.config.file_seconds)
         store = ShotStore(self.config.cache_dir, self.config.memory_budget, self.config.cache_frames,
-                          self.config.spill_compression)
-        self.handlers = Handlers(self.engine, self.config.engine_id or self.engine.name, store,
-                                 allowed_roots=self.config.allowed_roots)
-        self._queues = {"data": queue.Queue(), "compute": queue.Queue()}
-        self._threads: list[threading.Thread] = []
+                          self.config.spill_compression, read_shared=files.pixels)
+        self.handlers = Handlers(self.engine, self.config.engine_id or self.engine.name, store, files,
+                                 limits=self._limits())
+        self._queues = {"files": queue.Queue(), "data": queue.Queue(), "compute": queue.Queue()}
+        self._threads: dict[str, list[threading.Thread]] = {}
         self._curve: Curve | None = None
+        self._cache_root = str(Path(self.config.cache_dir).resolve())
         self.bound_address: str | None = None
+
+    def _limits(self) -> dict[str, int]:
+        c = self.config
+        return {"max_header_bytes": P.MAX_HEADER_BYTES, "max_buffers": P.MAX_BUFFERS,
+                "max_message_bytes": c.max_message_bytes, "max_file_bytes": c.max_file_bytes or c.max_message_bytes,
+                "file_timeout_ms": int(c.file_seconds * 1000), "max_side": P.MAX_SIDE,
+                "max_frames_per_shot": P.MAX_FRAMES_PER_SHOT, "max_list_items": P.MAX_LIST_ITEMS,
+                "max_string_chars": P.MAX_STRING_CHARS, "max_id_chars": P.MAX_ID_CHARS,
+                "max_alphas_per_reply": P.MAX_ALPHAS_PER_REPLY}
 
     # -- lifecycle ---------------------------------------------------------------------
     def stop(self) -> None:
@@ -98,63 +127,92 @@ class Server:
         self.stop()
 
     def serve_forever(self, on_bound: Callable[[str], None] | None = None) -> None:
-        """Bind, then serve until `stop()`, a signal or a `shutdown` request; on_bound gets the real address."""
-        router = self.context.socket(zmq.ROUTER)
-        router.setsockopt(zmq.LINGER, 1000)
-        router.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
-        router.setsockopt(zmq.ROUTER_MANDATORY, 0)
-        if self.config.curve_dir is not None:
-            self._curve = Curve(self.context, self.config.curve_dir)
-            self._curve.apply_server(router)
-        router.bind(self.config.address)
-        self.bound_address = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        """Bind, then serve until `stop()`, a signal or a `shutdown` request; on_bound gets the real address.
+
+        Raises SecurityError when the address cannot be bound (in use, no such interface)."""
+        router = self._bind()
         pull = self.context.socket(zmq.PULL)
         pull.bind(_OUT)
-        for name, target in (("data", self._data_loop), ("compute", self._compute_loop)):
+        stages = [("files", self._files_loop)] * _FILE_THREADS + [("data", self._data_loop),
+                                                                  ("compute", self._compute_loop)]
+        for name, target in stages:
             thread = threading.Thread(target=target, name=f"mam2-{name}", daemon=True)
             thread.start()
-            self._threads.append(thread)
+            self._threads.setdefault(name, []).append(thread)
         log.info("mam2 server on %s (engine %s, device %s, cache %s)", self.bound_address, self.engine.name,
                  self.handlers.device, self.config.cache_dir)
         if on_bound is not None:
             on_bound(self.bound_address)
-        poller = zmq.Poller()
-        poller.register(router, zmq.POLLIN)
-        poller.register(pull, zmq.POLLIN)
+        self._poller = zmq.Poller()
+        self._poller.register(router, zmq.POLLIN)
+        self._poller.register(pull, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                events = dict(poller.poll(100))
-                if pull in events:
-                    for _ in range(64):
-                        try:
-                            router.send_multipart(pull.recv_multipart(zmq.NOBLOCK, copy=False), copy=False)
-                        except zmq.Again:
-                            break
-                if router in events:
-                    for _ in range(64):
-                        try:
-                            frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        self._dispatch(router, frames)
+                self._pump(router, pull, self._dispatch)
         finally:
             self._shutdown(router, pull)
 
+    def _bind(self) -> zmq.Socket:
+        router = self.context.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 1000)
+        router.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)  # ZeroMQ drops a larger frame unread
+        router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        if is_ipv6(self.config.address):
+            router.setsockopt(zmq.IPV6, 1)
+        if self.config.curve_dir is not None:
+            self._curve = Curve(self.context, self.config.curve_dir)
+            self._curve.apply_server(router)
+        try:
+            router.bind(self.config.address)
+        except zmq.ZMQError as exc:
+            router.close(linger=0)
+            if self._curve is not None:
+                self._curve.stop()
+            raise SecurityError(f"cannot bind {self.config.address}: {exc}") from None
+        self.bound_address = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        return router
+
+    def _pump(self, router: zmq.Socket, pull: zmq.Socket, handle) -> None:
+        """One turn of the loop: forward the workers' replies, hand each request to `handle`."""
+        events = dict(self._poller.poll(100))
+        if pull in events:
+            for _ in range(64):
+                try:
+                    router.send_multipart(pull.recv_multipart(zmq.NOBLOCK, copy=False), copy=False)
+                except zmq.Again:
+                    break
+        if router in events:
+            for _ in range(64):
+                try:
+                    frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                handle(router, frames)
+
     def _shutdown(self, router: zmq.Socket, pull: zmq.Socket) -> None:
+        """Cancel the jobs, let every worker finish its queue while new requests get `shutting_down`."""
         self.handlers.cancel_all()
-        for q in self._queues.values():
-            q.put(None)
+        deadline = time.monotonic() + _STOP_SECONDS
         stuck = []
-        for thread in self._threads:
-            thread.join(timeout=10)
-            if thread.is_alive():
-                log.warning("%s still busy after 10 s; exiting anyway", thread.name)
-                stuck.append(thread)
-        while True:  # flush the last replies (e.g. the cancelled propagate's final reply)
-            try:
-                router.send_multipart(pull.recv_multipart(zmq.NOBLOCK, copy=False), copy=False)
-            except zmq.Again:
-                break
+        for stage in ("files", "data", "compute"):  # files first: it feeds the data queue
+            threads = self._threads.get(stage, [])
+            for _ in threads:
+                self._queues[stage].put(None)
+            while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+                self._pump(router, pull, self._refuse)
+            stuck += [t for t in threads if t.is_alive()]
+        for thread in stuck:
+            log.warning("%s still busy after %g s; exiting anyway", thread.name, _STOP_SECONDS)
+        for source, handle in ((pull, None), (router, self._refuse)):  # the last replies, then late requests
+            while True:
+                try:
+                    frames = source.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                if handle is None:
+                    router.send_multipart(frames, copy=False)
+                else:
+                    handle(router, frames)
         pull.close(linger=0)
         router.close(linger=1000)
         if self._curve is not None:
@@ -163,22 +221,32 @@ class Server:
             self.context.term()
         log.info("mam2 server stopped")
 
+    def _public(self, message: str) -> str:
+        """An error message as clients see it: it never names the server's cache directory."""
+        return message.replace(self._cache_root, "<cache>")
+
     # -- I/O thread ------------------------------------------------------------------------
+    def _refuse(self, router: zmq.Socket, frames: list) -> None:
+        """What a stopping server answers to any request."""
+        rid, op = P.peek_request(frames[1].buffer) if len(frames) > 1 else (None, None)
+        router.send_multipart([frames[0].bytes, *P.error_reply(rid, op, P.E_SHUTTING_DOWN,
+                                                               "the server is shutting down")], copy=False)
+
     def _dispatch(self, router: zmq.Socket, frames: list) -> None:
         identity, parts = frames[0].bytes, [f.buffer for f in frames[1:]]
 
         def reply(out: list) -> None:
             router.send_multipart([identity, *out], copy=False)
 
-        op = P.OP_HELLO
-        rid = None
+        rid, op = P.peek_request(parts[0]) if parts else (None, None)
         try:
             if not parts:
                 raise ProtocolError(P.E_BAD_MESSAGE, "empty message")
-            rid = P.peek_request_id(parts[0])
-            envelope = P.decode_request(parts)
+            envelope = P.decode_request(parts, max_message_bytes=self.config.max_message_bytes, token=self.token)
             rid, op, body = envelope.request_id, envelope.body.op, envelope.body
             log.debug("%s %s from %s", op, rid, identity.hex())
+            if self._stop.is_set():
+                raise ProtocolError(P.E_SHUTTING_DOWN, "the server is shutting down")
             if op == P.OP_HELLO:
                 reply(P.encode_reply(rid, op, self.handlers.hello(body)))
             elif op == P.OP_STATUS:
@@ -189,19 +257,19 @@ class Server:
                 log.warning("shutdown requested by %s", identity.hex())
                 reply(P.encode_reply(rid, op, P.ShutdownReply()))
                 self.stop()
-            elif self._stop.is_set():
-                raise ProtocolError(P.E_SHUTTING_DOWN, "the server is shutting down")
             elif op == P.OP_PROPAGATE:
                 job = self.handlers.add_job(rid, body.shot)
                 self._queues["compute"].put(_Work(identity, envelope, job))
+            elif any(ref.encoding == P.ENC_PATH for ref in P.images(body)):
+                self._queues["files"].put(_Work(identity, envelope))
             else:
                 self._queues["data"].put(_Work(identity, envelope))
         except ProtocolError as exc:
             log.info("request %r (%s) refused: %s: %s", rid, op, exc.code, exc.message)
-            reply(P.error_reply(rid, op, exc.code, exc.message))
+            reply(P.error_reply(rid, op, exc.code, self._public(exc.message)))
         except Exception as exc:  # noqa: BLE001 - the loop never dies on bad input
             log.error("internal error on %r: %s", rid, traceback.format_exc())
-            reply(P.error_reply(rid, op, P.E_INTERNAL, f"{type(exc).__name__}: {exc}"))
+            reply(P.error_reply(rid, op, P.E_INTERNAL, self._public(f"{type(exc).__name__}: {exc}")))
 
     # -- worker threads ----------------------------------------------------------------------
     def _worker(self, name: str, handle) -> None:
@@ -225,10 +293,10 @@ class Server:
                     body, buffers = handle(work, send)
                 except ProtocolError as exc:
                     log.info("%s %r failed: %s: %s", op, env.request_id, exc.code, exc.message)
-                    body = P.ErrorReply(code=exc.code, message=exc.message)
+                    body = P.ErrorReply(code=exc.code, message=self._public(exc.message))
                 except Exception as exc:  # noqa: BLE001
                     log.error("internal error in %s %r: %s", op, env.request_id, traceback.format_exc())
-                    body = P.ErrorReply(code=P.E_INTERNAL, message=f"{type(exc).__name__}: {exc}")
+                    body = P.ErrorReply(code=P.E_INTERNAL, message=self._public(f"{type(exc).__name__}: {exc}"))
                 if work.job is not None:
                     self.handlers.finish_job(work.job)  # before the final reply: status is then already true
                 try:
@@ -238,17 +306,30 @@ class Server:
         finally:
             push.close(linger=1000)
 
+    def _files_loop(self) -> None:
+        while True:
+            work = self._queues["files"].get()
+            if work is None:
+                return
+            try:
+                work.files = self.handlers.read_files(work.envelope.body)
+            except Exception as exc:  # noqa: BLE001 - answered by the data thread, in order
+                work.failure = exc
+            self._queues["data"].put(work)
+
     def _data_loop(self) -> None:
         h = self.handlers
 
         def handle(work: _Work, send):
+            if work.failure is not None:
+                raise work.failure
             body, buffers = work.envelope.body, work.envelope.buffers
             if body.op == P.OP_GET_ALPHA:
                 return h.get_alpha(body)
             result = {
                 P.OP_OPEN_SHOT: lambda: h.open_shot(body),
-                P.OP_PUT_FRAMES: lambda: h.put_frames(body, buffers),
-                P.OP_ADD_PROMPT: lambda: h.add_prompt(body, buffers),
+                P.OP_PUT_FRAMES: lambda: h.put_frames(body, buffers, work.files),
+                P.OP_ADD_PROMPT: lambda: h.add_prompt(body, buffers, work.files),
                 P.OP_REMOVE_PROMPT: lambda: h.remove_prompt(body),
                 P.OP_CLOSE_SHOT: lambda: h.close_shot(body),
             }[body.op]()

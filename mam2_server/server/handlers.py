@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -24,14 +23,14 @@ from mam2_server import protocol as P
 from mam2_server.engines import Engine, available_engines
 from mam2_server.prompts import Point, Prompt, PromptError
 from mam2_server.protocol import ProtocolError
-from mam2_server.server.pixels import (alpha_to_wire, check_exr_file, check_path_frame, decode_pixels,
-                                        digest_bytes)
+from mam2_server.server.files import FileReader, SharedPlate
+from mam2_server.server.pixels import (alpha_to_wire, check_exr_buffer, check_exr_file, check_plate_info,
+                                       decode_pixels, digest_bytes)
 from mam2_server.server.shots import Shot, ShotStore
 
 log = logging.getLogger(__name__)
 
 Send = Callable[[P.Reply, Sequence[P.Buffer]], None]
-MAX_ALPHAS_PER_REPLY = 64
 
 
 @dataclass
@@ -63,30 +62,28 @@ def detect_device(engine: Engine) -> str:
 
 
 class Handlers:
-    def __init__(self, engine: Engine, engine_id: str, store: ShotStore, *,
-                 allowed_roots: Sequence[Path] | None = None) -> None:
+    def __init__(self, engine: Engine, engine_id: str, store: ShotStore, files: FileReader, *,
+                 limits: dict[str, int]) -> None:
         self.engine = engine
         self.engine_id = engine_id  # engine name + checkpoint: part of every alpha cache key
         self.store = store
-        self.allowed_roots = allowed_roots
+        self.files = files
+        self.limits = limits
         self.device = detect_device(engine)
         self.jobs: dict[str | int, Job] = {}
         self.jobs_lock = threading.Lock()
 
     # -- I/O thread ------------------------------------------------------------------
     def hello(self, req: P.Hello) -> P.Reply:
-        limits = {"max_header_bytes": P.MAX_HEADER_BYTES, "max_buffers": P.MAX_BUFFERS,
-                  "max_message_bytes": P.MAX_MESSAGE_BYTES, "max_side": P.MAX_SIDE,
-                  "max_frames_per_shot": P.MAX_FRAMES_PER_SHOT}
         return P.HelloReply(server=__version__, protocol=P.PROTOCOL_VERSION, engine=self.engine.name,
-                            engines=available_engines(), device=self.device, limits=limits)
+                            engines=available_engines(), device=self.device, limits=dict(self.limits))
 
     def status(self, req: P.Status) -> P.Reply:
         shots = [P.ShotInfo(shot=s.id, first=s.first, last=s.last, width=s.width, height=s.height,
                             received=len(s.frames), keyframes=sorted(s.prompts), loaded=True, busy=bool(s.busy))
                  for s in self.store.loaded()]
         with self.jobs_lock:
-            jobs = [f"{j.shot}:{j.request_id}" for j in self.jobs.values()]
+            jobs = [P.JobInfo(shot=j.shot, id=j.request_id) for j in self.jobs.values()]
         return P.StatusReply(shots=shots, jobs=jobs, rss_bytes=rss_bytes(), cache_bytes=self.store.memory(),
                              memory_budget=self.store.memory_budget, device=self.device, engine=self.engine.name)
 
@@ -105,12 +102,22 @@ class Handlers:
                     (req.shot is not None and j.shot == req.shot)]
         for job in hits:
             job.cancel.set()
-        return P.CancelReply(cancelled=[str(j.request_id) for j in hits])
+        return P.CancelReply(cancelled=[j.request_id for j in hits])
 
     def cancel_all(self) -> None:
         with self.jobs_lock:
             for job in self.jobs.values():
                 job.cancel.set()
+
+    # -- files stage ----------------------------------------------------------------------
+    def read_files(self, req: P.Request) -> dict[int, SharedPlate | np.ndarray]:
+        """What the files a request names hold, by index in `P.images(req)`: plates are checked from
+        their headers, masks read whole; each within the FileReader's size and time budget."""
+        out: dict[int, SharedPlate | np.ndarray] = {}
+        for i, ref in enumerate(P.images(req)):
+            if ref.encoding == P.ENC_PATH:
+                out[i] = self.files.plate(ref.path) if isinstance(req, P.PutFrames) else self.files.pixels(ref.path)
+        return out
 
     # -- data thread --------------------------------------------------------------------
     def open_shot(self, req: P.OpenShot) -> P.Reply:
@@ -119,27 +126,34 @@ class Handlers:
         return P.OpenShotReply(shot=shot.id, resumed=resumed, received=sorted(shot.frames),
                                keyframes=sorted(shot.prompts))
 
-    def put_frames(self, req: P.PutFrames, buffers: Sequence[P.Buffer]) -> P.Reply:
+    def put_frames(self, req: P.PutFrames, buffers: Sequence[P.Buffer],
+                   files: dict[int, SharedPlate] | None = None) -> P.Reply:
         """Raw pixels are checked, hashed and spilled as EXR; EXR bytes and shared paths are checked
-        from their headers only (their pixels are read once, when the engine needs them)."""
+        from their headers and sizes (their pixels are read once, when the engine needs them).
+
+        The whole request is checked before anything is stored (references were checked on arrival)."""
         shot = self.store.get(req.shot)
-        received, sanitised = [], []
-        for ref in req.frames:
+        size = {"width": shot.width, "height": shot.height}
+        for i, ref in enumerate(req.frames):
             shot.check_frame(ref.frame)
-            ref.check(buffers)
+            if ref.encoding == P.ENC_PATH:
+                check_plate_info((files or {})[i].info, repr(ref.path), **size)
+            elif ref.encoding == P.ENC_EXR:
+                check_exr_buffer(buffers[ref.buffer - 1])
             if shot.busy and ref.frame in shot.frames:
                 raise ProtocolError(P.E_BUSY, f"shot {shot.id!r} is propagating: frame {ref.frame} cannot be "
                                               "replaced until it finishes (or is cancelled)")
-            size = {"width": shot.width, "height": shot.height}
+        received, sanitised = [], []
+        for i, ref in enumerate(req.frames):
             if ref.encoding == P.ENC_PATH:
-                real, digest = check_path_frame(ref.path, allowed_roots=self.allowed_roots, **size)
-                path = shot.disk.put_frame(ref.frame, digest, None, real)
+                plate = (files or {})[i]
+                path = shot.disk.put_frame(ref.frame, plate.digest, None, plate.path)
             elif ref.encoding == P.ENC_EXR:
                 data = buffers[ref.buffer - 1]
                 path = shot.disk.put_frame(ref.frame, digest_bytes(data), None, None, data,
                                            check=lambda p: check_exr_file(p, **size))
             else:
-                image = decode_pixels(ref, buffers, channels=(3,), **size)
+                image = decode_pixels(ref, buffers, channels=(3, 1), **size)
                 path = shot.disk.put_frame(ref.frame, image.digest, image.pixels, None)
                 if image.sanitised:
                     sanitised.append(ref.frame)
@@ -154,13 +168,14 @@ class Handlers:
             received.append(ref.frame)
         return P.PutFramesReply(shot=shot.id, received=received, sanitised=sanitised)
 
-    def add_prompt(self, req: P.AddPrompt, buffers: Sequence[P.Buffer]) -> P.Reply:
+    def add_prompt(self, req: P.AddPrompt, buffers: Sequence[P.Buffer],
+                   files: dict[int, np.ndarray] | None = None) -> P.Reply:
         shot = self.store.get(req.shot)
         shot.check_frame(req.frame)
         mask = None
         if req.mask is not None:
             mask = decode_pixels(req.mask, buffers, width=shot.width, height=shot.height, channels=(1,),
-                                 allowed_roots=self.allowed_roots).pixels[:, :, 0].astype(np.float32)
+                                 file_pixels=(files or {}).get(0)).pixels[:, :, 0].astype(np.float32)
         try:
             points = []
             for p in req.points:
@@ -182,15 +197,17 @@ class Handlers:
         return P.PromptReply(shot=shot.id, frame=req.frame, affected=affected, keyframes=sorted(shot.prompts))
 
     def get_alpha(self, req: P.GetAlpha) -> tuple[P.Reply, list[P.Buffer]]:
-        if len(req.frames) > MAX_ALPHAS_PER_REPLY:
-            raise ProtocolError(P.E_TOO_LARGE, f"{len(req.frames)} frames asked; at most {MAX_ALPHAS_PER_REPLY} "
+        if len(req.frames) > P.MAX_ALPHAS_PER_REPLY:
+            raise ProtocolError(P.E_TOO_LARGE, f"{len(req.frames)} frames asked; at most {P.MAX_ALPHAS_PER_REPLY} "
                                                "per get_alpha")
+        _check_alpha_format(req.alpha_encoding, req.alpha_dtype)
         shot = self.store.get(req.shot)
+        for frame in req.frames:
+            shot.check_frame(frame)
         with shot.lock:
             keys = shot.alpha_keys(self.engine_id, chained=self.engine.chained) if self._complete(shot) else {}
         alphas, buffers, missing = [], [], []
         for frame in req.frames:
-            shot.check_frame(frame)
             alpha = shot.disk.load_alpha(frame, keys[frame]) if frame in keys else None
             if alpha is None:
                 missing.append(frame)
@@ -214,8 +231,9 @@ class Handlers:
         start = time.perf_counter()
         if req.direction not in P.DIRECTIONS:
             raise ProtocolError(P.E_BAD_MESSAGE, f"direction must be one of {P.DIRECTIONS}, got {req.direction!r}")
-        if req.alpha_encoding not in (P.ENC_RAW, P.ENC_EXR) or req.alpha_dtype not in P.DTYPES:
-            raise ProtocolError(P.E_BAD_MESSAGE, "alpha_encoding is 'raw' or 'exr', alpha_dtype '<f2' or '<f4'")
+        if req.from_frame is not None and req.direction == P.DIR_BOTH:
+            raise ProtocolError(P.E_BAD_MESSAGE, "from_frame needs direction 'forward' or 'backward'")
+        _check_alpha_format(req.alpha_encoding, req.alpha_dtype)
         shot = self.store.get(req.shot)
         with shot.lock:  # one consistent snapshot: prompts, frames and cache keys
             targets, source, keys = self._plan(shot, req)
@@ -235,6 +253,11 @@ class Handlers:
         last = shot.last if req.last is None else req.last
         shot.check_frame(first)
         shot.check_frame(last)
+        if first > last:
+            raise ProtocolError(P.E_BAD_FRAME, f"empty range: first {first} is after last {last}")
+        if req.from_frame is not None and req.from_frame not in shot.prompts:
+            raise ProtocolError(P.E_BAD_PROMPT, f"from_frame {req.from_frame} is not a keyframe of shot "
+                                                f"{shot.id!r} (keyframes: {sorted(shot.prompts)})")
         targets = list(range(first, last + 1))
         if req.direction != P.DIR_BOTH:
             origin = req.from_frame if req.from_frame is not None else max(shot.prompts)
@@ -304,3 +327,9 @@ class Handlers:
         with self.jobs_lock:
             if self.jobs.get(job.request_id) is job:
                 del self.jobs[job.request_id]
+
+
+def _check_alpha_format(encoding: str, dtype: str) -> None:
+    if encoding not in (P.ENC_RAW, P.ENC_EXR) or dtype not in P.DTYPES:
+        raise ProtocolError(P.E_BAD_MESSAGE, f"alpha_encoding is 'raw' or 'exr' and alpha_dtype '<f2' or '<f4', "
+                                             f"got {encoding!r:.20} and {dtype!r:.20}")

@@ -1,11 +1,11 @@
-"""Pixels from the wire (raw buffers, EXR bytes, shared paths) to arrays, and alphas back to the wire.
+"""Pixels from the wire (raw buffers, EXR bytes) to arrays, and alphas back to the wire.
 
-Image files and EXR bytes go through `mam2_server.io` (OpenImageIO).
+Image files and EXR bytes go through `mam2_server.io` (OpenImageIO); files named by
+path are read by `files.FileReader`.
 """
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -13,8 +13,10 @@ from typing import Sequence
 import numpy as np
 
 from mam2_server import protocol as P
-from mam2_server.io.image import Image, decode_image, encode_image, read_image, read_info, sanitise, to_display_window
+from mam2_server.io.image import Image, decode_image, encode_image, read_info, sanitise, to_display_window
 from mam2_server.protocol import ProtocolError
+from mam2_server.server.exr_layout import ExrLayoutError, check_complete
+from mam2_server.server.files import sniff
 
 
 @dataclass
@@ -29,6 +31,7 @@ def _display_window(image: Image) -> np.ndarray:
 
 
 def _exr_pixels(data: bytes | memoryview, width: int, height: int) -> np.ndarray:
+    check_exr_buffer(data)
     try:  # overscan is normal, a data window far beyond the frame would exhaust memory
         image = decode_image(bytes(data), suffix=".exr", max_pixels=4 * width * height)
     except Exception as exc:  # noqa: BLE001 - OIIO reports garbage in many ways
@@ -36,28 +39,22 @@ def _exr_pixels(data: bytes | memoryview, width: int, height: int) -> np.ndarray
     return _display_window(image)
 
 
-def _shared_file(path: str, allowed_roots: Sequence[Path] | None) -> Path:
-    """The real path of a plate on a disk shared with the client, if this server may read it."""
-    resolved = Path(os.path.realpath(path))
-    if allowed_roots is not None and not any(resolved.is_relative_to(r) for r in allowed_roots):
-        raise ProtocolError(P.E_BAD_FRAME, f"path {path!r} is outside the directories this server may read "
-                                           "(see `mam2 serve --allow-path`)")
-    if not resolved.is_file():
-        raise ProtocolError(P.E_BAD_FRAME, f"no such file on the server: {path!r}")
-    return resolved
-
-
-def read_path(path: str, *, allowed_roots: Sequence[Path] | None) -> np.ndarray:
-    """Pixels of an image file on a disk shared with the client."""
-    resolved = _shared_file(path, allowed_roots)
+def check_exr_buffer(data: P.Buffer) -> None:
+    """Refuse bytes that are not a complete OpenEXR file (checked from its header and chunk table)."""
+    view = memoryview(data).cast("B")
+    kind = sniff(bytes(view[:8]))
+    if kind != "OpenEXR":
+        found = f"its bytes start like a {kind} file" if kind else "no EXR magic number"
+        raise ProtocolError(P.E_BAD_FRAME, f"EXR buffer is not an OpenEXR file ({found}); send other formats "
+                                           "as raw pixels or as a path")
     try:
-        image = read_image(resolved)
-    except Exception as exc:  # noqa: BLE001
-        raise ProtocolError(P.E_BAD_FRAME, f"{path!r} could not be read: {exc}") from None
-    return _display_window(image)
+        check_complete(lambda offset, length: bytes(view[offset:offset + length]), view.nbytes)
+    except ExrLayoutError as exc:
+        raise ProtocolError(P.E_BAD_FRAME, f"EXR buffer: {exc}") from None
 
 
-def _check_info(info, name: str, width: int, height: int) -> None:
+def check_plate_info(info, name: str, width: int, height: int) -> None:
+    """A plate's header fits the shot: display window, data window (overscan) and colour channels."""
     if (info.full_width, info.full_height) != (width, height):
         raise ProtocolError(P.E_BAD_FRAME, f"{name}: display window is {info.full_width}x{info.full_height}, "
                                            f"the shot is {width}x{height}")
@@ -70,26 +67,13 @@ def _check_info(info, name: str, width: int, height: int) -> None:
         raise ProtocolError(P.E_BAD_FRAME, f"{name}: a plate needs R,G,B (or Y) channels, found {info.channels}")
 
 
-def check_path_frame(path: str, *, width: int, height: int, allowed_roots: Sequence[Path] | None) -> tuple[str, str]:
-    """Validate a shared-disk plate from its header only; returns (real path, digest of path + stat)."""
-    resolved = _shared_file(path, allowed_roots)
-    try:
-        info = read_info(resolved)
-    except Exception as exc:  # noqa: BLE001
-        raise ProtocolError(P.E_BAD_FRAME, f"{path!r} could not be read: {exc}") from None
-    _check_info(info, repr(path), width, height)
-    st = resolved.stat()
-    key = f"{resolved}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()
-    return str(resolved), hashlib.sha256(key).hexdigest()[:32]
-
-
 def check_exr_file(path: Path, *, width: int, height: int) -> None:
-    """Validate an EXR (received as bytes, already on disk) from its header only."""
+    """Validate an EXR (received as bytes, already stored in the cache) from its header only."""
     try:
         info = read_info(path)
     except Exception as exc:  # noqa: BLE001
-        raise ProtocolError(P.E_BAD_FRAME, f"EXR buffer could not be decoded: {exc}") from None
-    _check_info(info, "EXR buffer", width, height)
+        raise ProtocolError(P.E_BAD_FRAME, f"EXR buffer could not be read: {exc}") from None
+    check_plate_info(info, "EXR buffer", width, height)
 
 
 def digest_bytes(data: P.Buffer) -> str:
@@ -97,10 +81,11 @@ def digest_bytes(data: P.Buffer) -> str:
 
 
 def decode_pixels(ref: P.Pixels, buffers: Sequence[P.Buffer], *, width: int, height: int,
-                  channels: tuple[int, ...], allowed_roots: Sequence[Path] | None = None) -> DecodedImage:
-    """Validate and decode one image reference; the result has `channels[0]` channels...
+                  channels: tuple[int, ...], file_pixels: np.ndarray | None = None) -> DecodedImage:
+    """Validate and decode one image reference (a `path` one: its pixels, read by `files.FileReader`).
 
-    `channels` lists the accepted channel counts; RGBA is cut to RGB when 3 is accepted.
+    `channels` lists the accepted channel counts; RGBA is cut to RGB when 3 is accepted,
+    and to its A channel when only 1 is; other images give their first channel for 1.
     """
     ref.check(buffers)
     if ref.encoding == P.ENC_RAW:
@@ -111,7 +96,8 @@ def decode_pixels(ref: P.Pixels, buffers: Sequence[P.Buffer], *, width: int, hei
     elif ref.encoding == P.ENC_EXR:
         pixels = _exr_pixels(buffers[ref.buffer - 1], width, height)
     else:
-        pixels = read_path(ref.path, allowed_roots=allowed_roots)
+        assert file_pixels is not None, "path images are read by files.FileReader"
+        pixels = file_pixels
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     h, w, c = pixels.shape

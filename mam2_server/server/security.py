@@ -1,5 +1,7 @@
-"""Who may talk to the server: loopback by default, CURVE encryption and client keys otherwise.
+"""Who may talk to the server: the starting user's token on loopback, CURVE keys otherwise.
 
+On a loopback or ``ipc://`` address every request must carry the token of the user
+who started the server (`load_or_create_token`; see `host_plugins.mam2_client.auth`).
 Binding any address that is not loopback (127.0.0.0/8, ::1, localhost) or
 ``ipc://`` requires a CURVE key directory made by ``mam2 keys DIR``::
 
@@ -11,7 +13,11 @@ Binding any address that is not loopback (127.0.0.0/8, ::1, localhost) or
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import shutil
+import stat
+import sys
 from pathlib import Path
 
 import zmq
@@ -41,6 +47,40 @@ def check_bind_address(address: str, curve_dir: Path | None) -> None:
         raise SecurityError(f"CURVE directory {curve_dir} lacks {', '.join(missing)} (create it with `mam2 keys`)")
     if not any((Path(curve_dir) / "authorized").glob("*.key")):
         raise SecurityError(f"no client public keys in {curve_dir}/authorized: nobody could connect")
+
+
+def load_or_create_token(path: Path) -> str:
+    """The token in `path`, created (0600, parent 0700) if missing. Refuses a file of another user.
+
+    Creation is atomic (written aside, then hard-linked into place), so servers that start
+    together all end up with the one token.
+    """
+    path = Path(path)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, secrets.token_urlsafe(32).encode("ascii") + b"\n")
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another server created it first: use theirs
+        finally:
+            tmp.unlink()
+    st = path.stat()
+    if sys.platform != "win32":
+        if st.st_uid != os.getuid():
+            raise SecurityError(f"token file {path} belongs to another user (uid {st.st_uid}); "
+                                "use your own (--token-file)")
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            log.warning("token file %s is readable by other users: they can use this server", path)
+    token = path.read_text(encoding="ascii").strip()
+    if len(token) < 16:
+        raise SecurityError(f"token file {path} holds no usable token (delete it to get a new one)")
+    return token
 
 
 def generate_keys(directory: Path, client_name: str = "client") -> dict[str, Path]:

@@ -15,7 +15,7 @@ import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -56,8 +56,10 @@ class ShotSource:
 
 class Shot:
     def __init__(self, disk: ShotDisk, *, shot: str, first: int, last: int, width: int, height: int,
-                 colorspace: str | None, cache_frames: int = 4) -> None:
+                 colorspace: str | None, cache_frames: int = 4,
+                 read_shared: Callable[[str], np.ndarray] | None = None) -> None:
         self.disk = disk
+        self.read_shared = read_shared  # reads shared-disk plates within the server's file budget
         self.id = shot
         self.first, self.last, self.width, self.height = first, last, width, height
         self.colorspace = colorspace
@@ -142,7 +144,7 @@ class Shot:
 
     def _linear(self, frame: int, stored: tuple[str, Path]) -> np.ndarray:
         digest, path = stored
-        return self._cached((frame, "linear:" + digest), lambda: ShotDisk.read_frame(path))
+        return self._cached((frame, "linear:" + digest), lambda: ShotDisk.read_frame(path, self.read_shared))
 
     def display(self, frame: int, stored: tuple[str, Path]) -> np.ndarray:
         digest, _ = stored
@@ -212,11 +214,13 @@ class Shot:
 class ShotStore:
     """The loaded shots in least-recently-used order, under a memory budget (bytes)."""
 
-    def __init__(self, root: Path, memory_budget: int, cache_frames: int = 4, spill_compression: str = "none") -> None:
+    def __init__(self, root: Path, memory_budget: int, cache_frames: int = 4, spill_compression: str = "none",
+                 read_shared: Callable[[str], np.ndarray] | None = None) -> None:
         self.root = Path(root)
         self.spill_compression = spill_compression
         self.memory_budget = memory_budget
         self.cache_frames = cache_frames
+        self.read_shared = read_shared
         self._shots: OrderedDict[str, Shot] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -235,7 +239,7 @@ class ShotStore:
             existing = self._shots.get(shot)
         resumed = existing is not None
         if existing is None:
-            existing = Shot.load(self._disk(shot), cache_frames=self.cache_frames)
+            existing = Shot.load(self._disk(shot), cache_frames=self.cache_frames, read_shared=self.read_shared)
             resumed = existing is not None
         if existing is not None:
             if existing.params() != params:
@@ -244,7 +248,7 @@ class ShotStore:
             result = existing
         else:
             disk = self._disk(shot)
-            result = Shot(disk, cache_frames=self.cache_frames, **params)
+            result = Shot(disk, cache_frames=self.cache_frames, read_shared=self.read_shared, **params)
             result.colour  # noqa: B018 - refuse an unknown colour space now, not at propagate
             disk.create()
             result.save()
@@ -264,7 +268,7 @@ class ShotStore:
             if found is not None:
                 self._shots.move_to_end(shot)
         if found is None:
-            found = Shot.load(self._disk(shot), cache_frames=self.cache_frames)
+            found = Shot.load(self._disk(shot), cache_frames=self.cache_frames, read_shared=self.read_shared)
             if found is None:
                 raise ProtocolError(wire.E_NO_SHOT, f"no shot {shot!r}: open it first (open_shot)")
             log.info("shot %s loaded again from disk", shot)

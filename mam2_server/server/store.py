@@ -3,7 +3,7 @@
 Layout under ``<cache-dir>/shots/<shot id>/``::
 
     shot.json                      size, frame range, colour space, prompts (boxes/points)
-    frames/<frame>.<digest>.exr    received pixels (half or float, as received)
+    frames/<frame>.<digest>.exr    received pixels (half or float, as received; RGB, or Y for grey)
     frames/<frame>.<digest>.path   text file holding a shared-disk path (encoding "path")
     prompts/<frame>.mask.exr       mask prompts
     alpha/<frame>.<key>.exr        finished alpha, float32 'A'; key = hash of what it depends on
@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -95,7 +96,8 @@ class ShotDisk:
         else:
             path = self.frames_dir / f"{frame}.{digest}.exr"
             if exr_bytes is None:
-                write_image(path, pixels, channels=("R", "G", "B"), compression=self.spill_compression,
+                channels = ("R", "G", "B") if pixels.shape[2] == 3 else ("Y",)
+                write_image(path, pixels, channels=channels, compression=self.spill_compression,
                             pixel_type="half" if pixels.dtype == np.float16 else "float")
             else:
                 atomic_write_bytes(path, exr_bytes)
@@ -114,12 +116,16 @@ class ShotDisk:
                 old.unlink(missing_ok=True)
 
     @staticmethod
-    def read_frame(path: Path) -> np.ndarray:
-        """(H, W, 3) float32 scene-linear RGB over the display window of a stored frame (NaN/inf -> 0)."""
-        if path.suffix == ".path":
-            path = Path(path.read_text())
-        image = read_image(path)
-        pixels = image.pixels if image.info.data_is_display else to_display_window(image)
+    def read_frame(path: Path, read_shared: Callable[[str], np.ndarray] | None = None) -> np.ndarray:
+        """(H, W, 3) float32 scene-linear RGB over the display window of a stored frame (NaN/inf -> 0).
+
+        read_shared(path) reads a shared-disk plate (the server passes `FileReader.pixels`, which
+        keeps a hung disk from stalling the compute thread); default: read it directly."""
+        if path.suffix == ".path" and read_shared is not None:
+            pixels = read_shared(path.read_text())
+        else:
+            image = read_image(Path(path.read_text()) if path.suffix == ".path" else path)
+            pixels = image.pixels if image.info.data_is_display else to_display_window(image)
         if pixels.shape[2] < 3:  # a grey (Y) plate
             pixels = np.repeat(pixels[:, :, :1], 3, axis=2)
         return np.ascontiguousarray(pixels[:, :, :3])

@@ -1,0 +1,157 @@
+"""Files that clients name (`path` plates and masks), read within a size and a time budget.
+
+A named file is refused (`bad_frame`) unless its path is absolute, it lies under
+`--allow-path` (when given), it is a regular file of at most `max_bytes`, its first
+bytes are those of a format plates come in (OpenEXR, PNG, TIFF, DPX, JPEG), it is
+complete (EXR: every chunk inside the file; PNG: it ends with its IEND chunk), and
+its header reads within `seconds`. OpenImageIO tries every reader it has on a file
+that none claims, which takes ~25 s on a 200 MB file of zeros: the signature check
+refuses such a file at once. Each read runs on its own daemon thread, so a hung
+disk costs the request its budget, never the thread that waits; the server's own
+loops never call these directly (see `app.Server`: a files stage feeds the data thread).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence, TypeVar
+
+import numpy as np
+
+from mam2_server import protocol as P
+from mam2_server.io.image import read_image, read_info
+from mam2_server.io.info import ImageInfo, to_display_window
+from mam2_server.protocol import ProtocolError
+from mam2_server.server.exr_layout import ExrLayoutError, check_complete
+
+T = TypeVar("T")
+
+SIGNATURES = ((b"\x76\x2f\x31\x01", "OpenEXR"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"II*\x00", "TIFF"),
+              (b"MM\x00*", "TIFF"), (b"II+\x00", "TIFF"), (b"MM\x00+", "TIFF"), (b"SDPX", "DPX"),
+              (b"XPDS", "DPX"), (b"\xff\xd8\xff", "JPEG"))
+FORMATS = tuple(dict.fromkeys(name for _, name in SIGNATURES))
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def sniff(head: bytes) -> str | None:
+    """The image format that `head` (a file's first bytes) starts, if it is one plates come in."""
+    return next((name for magic, name in SIGNATURES if head.startswith(magic)), None)
+
+
+@dataclass
+class SharedPlate:
+    path: str  # the real path (symlinks resolved)
+    digest: str  # of path, size, mtime and inode: a re-rendered plate is a new frame
+    info: ImageInfo
+
+
+class FileReader:
+    """Reads client-named files within `max_bytes` and `seconds` each (None: no budget, for tests)."""
+
+    def __init__(self, allowed_roots: Sequence[Path] | None, max_bytes: int, seconds: float | None,
+                 max_hung: int = 8) -> None:
+        self.allowed_roots = allowed_roots
+        self.max_bytes = max_bytes
+        self.seconds = seconds
+        self.max_hung = max_hung
+        self._slots = threading.BoundedSemaphore(max_hung)
+
+    # -- what the server asks for -------------------------------------------------
+    def plate(self, path: str) -> SharedPlate:
+        """A shared-disk plate checked from its header and size (pixels are read at propagate)."""
+        def check() -> SharedPlate:
+            real, size = self._open_checked(path)
+            info = self._header(real, path)
+            st = os.stat(real)
+            key = f"{real}|{size}|{st.st_mtime_ns}|{st.st_ino}".encode()
+            return SharedPlate(str(real), hashlib.sha256(key).hexdigest()[:32], info)
+        return self._within_budget(path, check)
+
+    def pixels(self, path: str) -> np.ndarray:
+        """(H, W, C) float32 pixels over the display window (masks, and plates at propagate)."""
+        def read() -> np.ndarray:
+            real, _ = self._open_checked(path)
+            try:
+                image = read_image(real)
+            except Exception as exc:  # noqa: BLE001 - OIIO reports bad files in many ways
+                raise ProtocolError(P.E_BAD_FRAME, f"{path!r} could not be read: {exc}") from None
+            return image.pixels if image.info.data_is_display else to_display_window(image)
+        return self._within_budget(path, read)
+
+    # -- checks ----------------------------------------------------------------------
+    def _open_checked(self, path: str) -> tuple[Path, int]:
+        """(real path, size) of a file this server may read and that looks like a complete image."""
+        if "\0" in path or not os.path.isabs(path):
+            raise ProtocolError(P.E_BAD_FRAME, f"path {path!r:.200} must be absolute and free of NUL characters")
+        real = Path(os.path.realpath(path))
+        if self.allowed_roots is not None and not any(real.is_relative_to(r) for r in self.allowed_roots):
+            raise ProtocolError(P.E_BAD_FRAME, f"path {path!r} is outside the directories this server may read "
+                                               "(see `mam2 serve --allow-path`)")
+        if not real.is_file():
+            raise ProtocolError(P.E_BAD_FRAME, f"no such file on the server: {path!r}")
+        try:
+            with open(real, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size > self.max_bytes:
+                    raise ProtocolError(P.E_BAD_FRAME, f"{path!r} is {size} bytes, over this server's limit of "
+                                                       f"{self.max_bytes} (max_file_bytes)")
+                kind = sniff(f.read(8))
+                if kind is None:
+                    raise ProtocolError(P.E_BAD_FRAME, f"{path!r} is not an image this server reads "
+                                                       f"({', '.join(FORMATS)})")
+                check_file_complete(kind, f, size, repr(path))
+        except OSError as exc:
+            raise ProtocolError(P.E_BAD_FRAME, f"{path!r} could not be read: {exc.strerror}") from None
+        return real, size
+
+    @staticmethod
+    def _header(real: Path, path: str) -> ImageInfo:
+        try:
+            return read_info(real)
+        except Exception as exc:  # noqa: BLE001
+            raise ProtocolError(P.E_BAD_FRAME, f"{path!r} could not be read: {exc}") from None
+
+    def _within_budget(self, path: str, fn: Callable[[], T]) -> T:
+        if self.seconds is None:
+            return fn()
+        if not self._slots.acquire(blocking=False):
+            raise ProtocolError(P.E_BAD_FRAME, f"{path!r} not read: {self.max_hung} earlier file reads are still "
+                                               "hanging on this server's disks; try again later")
+        done = threading.Event()
+        out: dict = {}
+
+        def run() -> None:
+            try:
+                out["value"] = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                out["error"] = exc
+            finally:
+                self._slots.release()
+                done.set()
+
+        threading.Thread(target=run, name="mam2-file", daemon=True).start()
+        if not done.wait(self.seconds):
+            raise ProtocolError(P.E_BAD_FRAME, f"{path!r} took longer than {self.seconds:g} s to read "
+                                               "(a slow or hung disk?): refused")
+        if "error" in out:
+            raise out["error"]
+        return out["value"]
+
+
+def check_file_complete(kind: str, f, size: int, name: str) -> None:
+    """Raise bad_frame when an open EXR or PNG file `f` of `size` bytes is cut short."""
+    if kind == "OpenEXR":
+        def read(offset: int, length: int) -> bytes:
+            f.seek(offset)
+            return f.read(length)
+        try:
+            check_complete(read, size)
+        except ExrLayoutError as exc:
+            raise ProtocolError(P.E_BAD_FRAME, f"{name}: {exc}") from None
+    elif kind == "PNG":
+        f.seek(max(0, size - len(_PNG_END)))
+        if f.read() != _PNG_END:
+            raise ProtocolError(P.E_BAD_FRAME, f"{name}: the PNG file does not end with its IEND chunk: truncated")
