@@ -129,3 +129,16 @@ def test_four_way_sampler(tmp_path):
         MixedData(DataSpec.from_args([f"video_matting={paths['video_matting']}"]), image_size=48, stage=1)
     with pytest.raises(ValueError, match="not both"):
         MixedData(DataSpec.from_args([f"image_seg={paths['image_seg']},synthetic"]), image_size=48, stage=1)
+
+
+def test_dataloader_workers_build_the_same_batches():
+    from mam2_server.train.distributed import DistContext
+    from mam2_server.train.run import _batches
+
+    spec = DataSpec.from_args(["synthetic"], batches=["image_seg=1", "image_matting=1"],
+                              frames=["video_seg=2", "video_matting=2"])
+    mix = MixedData(spec, image_size=48, stage=1, seed=2)
+    direct, workers = list(_batches(mix, DistContext(), 3, 7, 0)), list(_batches(mix, DistContext(), 3, 7, 2))
+    assert [k for k, _ in direct] == [k for k, _ in workers] == [mix.kind_of(s) for s in range(3, 7)]
+    assert all(torch.equal(a.images, b.images) and torch.equal(a.box, b.box)
+               for (_, xs), (_, ys) in zip(direct, workers) for a, b in zip(xs, ys))

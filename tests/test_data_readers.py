@@ -1,5 +1,6 @@
 """Dataset readers on tiny fixtures written in each dataset's published layout; clear errors for wrong ones."""
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -57,6 +58,12 @@ def test_video_seg_palette_and_youtube_vis(tmp_path):
         assert len(raw.frames) == len(raw.targets) == 3 and set(np.unique(raw.targets[0])) <= {0.0, 1.0}
         objects.add(int(raw.targets[0][10, 10]))  # object 2 covers (10, 10), object 1 does not
     assert objects == {0, 1}  # both object ids get picked
+    davis = tmp_path / "DAVIS"  # JPEGImages/{480p,Full-Resolution}/<video>: 480p is used
+    for res in ("480p", "Full-Resolution"):
+        for sub in ("JPEGImages", "Annotations"):
+            shutil.copytree(tmp_path / "YTVOS" / "train" / sub, davis / sub / res)
+    reader = open_dataset("video_seg", davis)
+    assert len(reader) == 2 and all("480p" in str(v[0][0]) for v in reader.videos)
     vis = open_dataset("video_seg", L.write_youtube_vis(tmp_path / "YTVIS"))
     assert vis.layout.startswith("YouTube-VIS") and len(vis) == 1
     for seed in range(6):

@@ -164,8 +164,9 @@ def open_video_seg(root: str | Path):
 def _palette_reader(root: Path, jpeg: Path, ann: Path) -> PaletteVideoSegReader:
     def video_dirs(d: Path) -> dict[str, Path]:
         subs = _subdirs(d)
-        if len(subs) == 1 and not list_images(subs[0]) and _subdirs(subs[0]):  # DAVIS: JPEGImages/480p/<video>
-            subs = _subdirs(subs[0])
+        if subs and all(not list_images(p) for p in subs) and all(_subdirs(p) for p in subs):
+            # DAVIS: JPEGImages/{480p,Full-Resolution}/<video>: one resolution level, 480p preferred
+            subs = _subdirs(next((p for p in subs if p.name == "480p"), subs[0]))
         return {p.name: p for p in subs}
 
     frames_by_video, masks_by_video = video_dirs(jpeg), video_dirs(ann)
