@@ -1,5 +1,5 @@
 """Two-stage training on the tiny config (CPU): freezing, overfitting a fixed batch, the CLI."""
-import json
+import csv
 
 import pytest
 import torch
@@ -8,12 +8,9 @@ from mam2_server.cli import main
 from mam2_server.model.build import build_mam2
 from mam2_server.model.checkpoint import load_model
 from mam2_server.train.data import SyntheticMattingData
-from mam2_server.train.loop import (
-    evaluate_loss,
-    freeze_for_stage,
-    load_training_checkpoint,
-    train_step,
-)
+from mam2_server.train.loop import evaluate_loss, freeze_for_stage, train_step
+from mam2_server.train.run import TrainSettings, lr_factor
+from mam2_server.train.state import load_training_checkpoint
 
 S = 128  # tiny config's image_size
 
@@ -102,28 +99,34 @@ def test_stage2_overfits_image_matting_and_skips_other_kinds():
     assert result.active == 0 and not _changed(model, matter)
 
 
+SMALL = ["--data", "synthetic", "--batch", "image_seg=1", "--batch", "image_matting=1", "--frames", "video_seg=2",
+         "--frames", "video_matting=2", "--quiet"]
+
+
+def _csv_steps(path):
+    with open(path, newline="") as f:
+        return [int(r["step"]) for r in csv.DictReader(f)]
+
+
 def test_cli_train_writes_loadable_checkpoints_and_resumes(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "--config", "tiny", "--stage", "1", "--steps", "2", "--out", str(out), "--frames", "2",
-            "--batch-clips", "1", "--quiet"]
-    assert main(args) == 0
+    assert main(["train", "--config", "tiny", "--stage", "1", "--steps", "2", "--out", str(out), *SMALL]) == 0
     assert "stage 1 steps 1-2" in capsys.readouterr().out
     model, report = load_model(out / "stage1_last.safetensors", device="cpu")
     assert report is None and model.config.name == "tiny"
     _, meta, optim = load_training_checkpoint(out / "stage1_last.safetensors")
     assert meta["train_step"] == "2" and meta["train_stage"] == "1" and optim is not None
 
-    resume = ["train", "--stage", "1", "--steps", "3", "--out", str(out), "--frames", "2", "--batch-clips", "1",
-              "--quiet", "--resume", str(out / "stage1_last.safetensors")]
+    resume = ["train", "--stage", "1", "--steps", "3", "--out", str(out), *SMALL,
+              "--resume", str(out / "stage1_last.safetensors")]
     assert main(resume) == 0
     assert "steps 3-3" in capsys.readouterr().out
     _, meta, _ = load_training_checkpoint(out / "stage1_last.safetensors")
     assert meta["train_step"] == "3" and (out / "stage1_step_000003.safetensors").is_file()
-    steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3]
+    assert _csv_steps(out / "train_log.csv") == [1, 2, 3]
 
     # stage 2 starts from the stage 1 weights with --init, in the same folder without touching them
-    assert main(["train", "--stage", "2", "--steps", "1", "--out", str(out), "--quiet",
+    assert main(["train", "--stage", "2", "--steps", "1", "--out", str(out), *SMALL,
                  "--init", str(out / "stage1_last.safetensors")]) == 0
     assert load_training_checkpoint(out / "stage1_last.safetensors")[1]["train_stage"] == "1"
     assert load_training_checkpoint(out / "stage2_last.safetensors")[1]["train_stage"] == "2"
@@ -132,7 +135,21 @@ def test_cli_train_writes_loadable_checkpoints_and_resumes(tmp_path, capsys):
     assert "--stage must be 1 or 2" in capsys.readouterr().err
     assert main(["train", "--stage", "1", "--steps", "1", "--out", str(tmp_path / "x"),
                  "--resume", str(tmp_path / "missing.safetensors")]) == 2
-    assert "checkpoint not found" in capsys.readouterr().err
+    assert "file not found" in capsys.readouterr().err
     assert main(["train", "--stage", "2", "--steps", "9", "--out", str(tmp_path / "x"),
                  "--resume", str(out / "stage1_last.safetensors")]) == 1  # stage mismatch (CheckpointError)
     assert "cannot resume stage 2" in capsys.readouterr().err
+    assert main(["train", "--stage", "1", "--steps", "1", "--out", str(tmp_path / "x"), "--data", "depth=/x"]) == 2
+    assert "KIND" in capsys.readouterr().err
+    (out / "stage1_step_000002.optim.pt").unlink()
+    assert main(["train", "--stage", "1", "--steps", "5", "--out", str(out), "--quiet",
+                 "--resume", str(out / "stage1_step_000002.safetensors")]) == 1
+    assert "optimizer state" in capsys.readouterr().err
+
+
+def test_learning_rate_schedule():
+    s = TrainSettings(stage=1, steps=101, lr=4e-4, warmup_steps=10, min_lr_ratio=0.01)
+    factors = [lr_factor(s, i) for i in range(101)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0) and factors[10] == pytest.approx(1.0)
+    assert factors[-1] == pytest.approx(0.01) and all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert lr_factor(TrainSettings(stage=2, steps=5, lr=1e-3, schedule="constant"), 4) == 1.0

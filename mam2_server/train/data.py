@@ -1,10 +1,14 @@
-"""Synthetic training samples from `mam2_server.synth` clips (the only training data in this repo).
+"""Training samples (`TrainSample`) and the synthetic ones rendered from `mam2_server.synth` clips.
 
-A sample is one of three kinds (paper sec. 3.2):
+A sample is one of four kinds (paper sec. 3.2 and A.3), the codes the losses use:
 
 * "IM": one frame with its exact alpha (image matting);
 * "VM": a short clip with alpha per frame (video matting);
-* "VOS": a short clip with only a binary mask per frame (alpha > 0.5) (segmentation).
+* "VOS": a short clip with only a binary mask per frame (video segmentation);
+* "IS": one frame with only a binary mask (image segmentation).
+
+Real datasets become TrainSamples in `mam2_server.train.augment`; the synthetic clips here
+(exact alpha, no downloads) remain a data kind for tests and smoke runs.
 
 Frames are rendered in scene-linear light, sRGB-encoded (`SynthClip.display`, what the
 engines hand the tracker), cropped to a random window between square and the full frame
@@ -24,26 +28,40 @@ import torch.nn.functional as F
 from mam2_server.synth import KINDS, make_clip
 from mam2_server.train.losses import SAMPLE_KINDS, trimap_from_alpha
 
-__all__ = ["DEFAULT_RATIOS", "SyntheticMattingData", "TrainSample"]
+__all__ = ["DEFAULT_RATIOS", "KIND_CODES", "SyntheticMattingData", "TrainSample", "box_from_mask"]
 
 DEFAULT_RATIOS = {"IM": 0.3, "VM": 0.3, "VOS": 0.4}
+# the paper's data types (A.3) -> the sample kinds the losses know
+KIND_CODES = {"image_seg": "IS", "image_matting": "IM", "video_seg": "VOS", "video_matting": "VM"}
 
 
 @dataclass
 class TrainSample:
     """One training sample at the model's input size S (T frames; T = 1 for IM)."""
 
-    kind: str  # "IM" / "VM" / "VOS"
+    kind: str  # "IM" / "VM" / "VOS" / "IS"
     images: torch.Tensor  # [T, 3, S, S] display-referred RGB in [0, 1]
     mask: torch.Tensor  # [T, 1, S, S] binary object mask (alpha > 0.5)
-    alpha: torch.Tensor | None  # [T, 1, S, S] in [0, 1]; None for VOS (no matte annotation)
-    trimap: torch.Tensor | None  # [T, S, S] classes 0 bg / 1 unknown / 2 fg; None for VOS
+    alpha: torch.Tensor | None  # [T, 1, S, S] in [0, 1]; None for VOS / IS (no matte annotation)
+    trimap: torch.Tensor | None  # [T, S, S] classes 0 bg / 1 unknown / 2 fg; None for VOS / IS
     box: torch.Tensor  # [4] x0, y0, x1, y1 of the first frame's object in model pixels (0..S)
 
     def to(self, device: torch.device | str) -> TrainSample:
         move = (lambda t: None if t is None else t.to(device))
         return TrainSample(self.kind, move(self.images), move(self.mask), move(self.alpha), move(self.trimap),
                            move(self.box))
+
+
+def box_from_mask(mask: torch.Tensor, rng: np.random.Generator, size: int, jitter: float = 0.02) -> torch.Tensor:
+    """The box prompt [4] (x0, y0, x1, y1 pixel edges) around mask [S, S] > 0.5, jittered by
+    `jitter` x S per edge (a user's box is never exact) and clamped to the frame."""
+    ys, xs = torch.nonzero(mask > 0.5, as_tuple=True)
+    if len(xs) == 0:
+        box = torch.tensor([0.0, 0.0, float(size), float(size)])
+    else:
+        box = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
+    box += torch.from_numpy(rng.normal(0, jitter * size, 4).astype(np.float32))
+    return box.clamp(0, size)
 
 
 class SyntheticMattingData:
@@ -73,12 +91,15 @@ class SyntheticMattingData:
     def __getitem__(self, index: int) -> TrainSample:
         rng = np.random.default_rng([self.seed, index])
         kind = self.kinds[int(rng.choice(len(self.kinds), p=self.probs))]
-        n = 1 if kind == "IM" else self.frames
+        return self.render(kind, rng, 1 if kind in ("IM", "IS") else self.frames)
+
+    def render(self, kind: str, rng: np.random.Generator, frames: int) -> TrainSample:
+        """A `kind` sample of `frames` frames drawn with `rng` (what the training mix calls)."""
         for attempt in range(8):  # a few objects leave the crop; draw again
-            sample = self._render(rng, kind, n, clip_seed=int(rng.integers(1 << 30)))
+            sample = self._render(rng, kind, frames, clip_seed=int(rng.integers(1 << 30)))
             if sample is not None:
                 return sample
-        raise RuntimeError(f"sample {index}: no visible object after 8 draws")
+        raise RuntimeError(f"synthetic {kind} sample: no visible object after 8 draws")
 
     def batch(self, step: int, size: int) -> list[TrainSample]:
         """The `size` samples of training step `step` (deterministic)."""
@@ -99,13 +120,10 @@ class SyntheticMattingData:
         images = self._resize(torch.from_numpy(display[:, :, x0:x0 + cw]).permute(0, 3, 1, 2))
         alpha_t = self._resize(torch.from_numpy(alpha[:, None, :, x0:x0 + cw])).clamp(0, 1)
         mask = (alpha_t > 0.5).float()
-        ys, xs = torch.nonzero(mask[0, 0], as_tuple=True)
-        if len(xs) < 4:
+        if int(mask[0, 0].sum()) < 4:
             return None
-        box = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
-        box += torch.from_numpy(rng.normal(0, 0.02 * self.image_size, 4).astype(np.float32))  # box jitter
-        box = box.clamp(0, self.image_size)
-        if kind == "VOS":
+        box = box_from_mask(mask[0, 0], rng, self.image_size)
+        if kind in ("VOS", "IS"):
             return TrainSample(kind, images, mask, None, None, box)
         gen = torch.Generator().manual_seed(int(rng.integers(1 << 30)))
         trimap = trimap_from_alpha(alpha_t, self.trimap_kernel, generator=gen)

@@ -11,7 +11,8 @@
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Callable
 
 import torch
 
@@ -30,12 +31,17 @@ def box_prompt(box: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"point_coords": coords, "point_labels": labels}
 
 
-def video_forward(model: MAM2Model, sample: TrainSample) -> list[dict[str, Any]]:
+Autocast = Callable[[], contextlib.AbstractContextManager]
+
+
+def video_forward(model: MAM2Model, sample: TrainSample, autocast: Autocast | None = None) -> list[dict[str, Any]]:
     """Per-frame outputs of a clip [T, 3, S, S]: "mask_logits" [1, M, S, S] (M = 1 or 3 candidates),
-    "iou_pred" [1, M], "object_score_logits" [1, 1], "trimap_logits" [1, 3, S/4, S/4] (or None)."""
+    "iou_pred" [1, M], "object_score_logits" [1, 1], "trimap_logits" [1, 3, S/4, S/4] (or None).
+    `autocast` (default: the model config's) is entered around the network's own modules."""
     sam = model.sam
+    autocast = autocast or model.autocast
     x = (sample.images - IMAGENET_MEAN.to(sample.images.device)) / IMAGENET_STD.to(sample.images.device)
-    with model.autocast():
+    with autocast():
         backbone_out = sam.forward_image(x)
     _, feats, pos, sizes = sam._prepare_backbone_features(backbone_out)  # lists of (HW, T, C)
     num_frames = x.shape[0]
@@ -45,7 +51,7 @@ def video_forward(model: MAM2Model, sample: TrainSample) -> list[dict[str, Any]]
         f_t = [v[:, t:t + 1] for v in feats]
         p_t = [v[:, t:t + 1] for v in pos]
         points = box_prompt(sample.box) if t == 0 else None
-        with model.autocast():
+        with autocast():
             current, heads, _, _ = sam._track_step(t, t == 0, f_t, p_t, sizes, points, None, bank, num_frames,
                                                    False, None)
             # what MAM2Base.track_step does with the heads, keeping the HeadsOutput for the losses
@@ -57,21 +63,22 @@ def video_forward(model: MAM2Model, sample: TrainSample) -> list[dict[str, Any]]
         bank["cond_frame_outputs" if t == 0 else "non_cond_frame_outputs"][t] = current
         frames.append({"mask_logits": heads.high_res_multimasks.float(), "iou_pred": heads.ious.float(),
                        "object_score_logits": heads.object_score_logits.float(),
-                       "trimap_logits": heads.trimap_logits})
+                       "trimap_logits": None if heads.trimap_logits is None else heads.trimap_logits.float()})
     return frames
 
 
-def matter_forward(model: MAM2Model, sample: TrainSample) -> list[dict[str, Any]]:
+def matter_forward(model: MAM2Model, sample: TrainSample, autocast: Autocast | None = None) -> list[dict[str, Any]]:
     """Per-frame matter outputs: "alpha" [1, 1, S, S] and "keep_fractions" (list of [1]).
     The trimap input is the GT trimap as {0, 0.5, 1}, the matter's input convention."""
     if sample.trimap is None:
         raise ValueError(f"a {sample.kind} sample has no trimap; the matter trains on matting samples")
     matter = model.matter
+    autocast = autocast or model.autocast
     out = []
     for t in range(sample.images.shape[0]):
         image = matter.normalise(sample.images[t:t + 1])
         trimap = sample.trimap[t:t + 1, None].float() * 0.5  # classes 0 / 1 / 2 -> 0 / 0.5 / 1
-        with model.autocast():
+        with autocast():
             alpha, keeps = matter.forward_with_routing(image, trimap, tiled=False)
-        out.append({"alpha": alpha.float(), "keep_fractions": keeps})
+        out.append({"alpha": alpha.float(), "keep_fractions": [k.float() for k in keeps]})
     return out

@@ -39,12 +39,13 @@ __all__ = [
     "trimap_loss",
 ]
 
-SAMPLE_KINDS = ("IM", "VM", "VOS")  # image matting, video matting, video object segmentation
+SAMPLE_KINDS = ("IM", "VM", "VOS", "IS")  # image / video matting, video object / image segmentation
 TRIMAP_BG, TRIMAP_UNKNOWN, TRIMAP_FG = 0, 1, 2
 
 # eq. (1) / (2): (stage, sample kind) -> the loss terms that supervise it; anything else is skipped
 _SUPERVISION: dict[tuple[int, str], tuple[str, ...]] = {
-    (1, "VOS"): ("mask",), (1, "VM"): ("trimap",), (1, "IM"): ("trimap",), (2, "IM"): ("alpha",)}
+    (1, "VOS"): ("mask",), (1, "IS"): ("mask",), (1, "VM"): ("trimap",), (1, "IM"): ("trimap",),
+    (2, "IM"): ("alpha",)}
 
 
 def supervised_terms(stage: int, sample_kind: str) -> tuple[str, ...]:
