@@ -34,9 +34,11 @@ def mam2(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
-def wheel_cache(request) -> Path:
-    """Pytest's cache folder for the wheels of every Nuke Python x platform (filled from PyPI when needed)."""
-    return Path(request.config.cache.mkdir("mam2-nuke-wheels"))
+def wheel_cache(request, tmp_path_factory) -> Path:
+    """Pytest's cache folder for the wheels of every Nuke Python x platform (filled from PyPI when needed;
+    a temporary one when pytest runs without its cache)."""
+    cache = getattr(request.config, "cache", None)
+    return Path(cache.mkdir("mam2-nuke-wheels")) if cache is not None else tmp_path_factory.mktemp("nuke-wheels")
 
 
 @pytest.fixture(scope="module")

@@ -172,7 +172,7 @@ def test_an_unsaved_script_writes_to_a_temp_folder_with_a_warning(node, plates):
 
 def test_a_remote_server_gets_plates_and_masks_as_pixels(node, plates, server, monkeypatch):
     from mam2_client import track
-    monkeypatch.setattr(track.wire, "is_loopback", lambda address: False)  # as for tcp://gpu-box:5557
+    monkeypatch.setattr(track, "reads_our_files", lambda address: False)  # as for tcp://gpu-box:5557
     roto = nuke.nodes.Roto()
     roto["format"].setValue(nuke.Format(W, H))
     roto.standin_alpha = lambda f: np.pad(np.ones((10, 10), np.float32), ((30, 8), (20, 34)))

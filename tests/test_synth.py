@@ -194,3 +194,34 @@ def test_write_clip(tmp_path):
     assert prompt.same_as(clip.prompt)
     info = json.loads(paths.info.read_text())
     assert info["kind"] == "fire" and info["frames"] == clip.frames and info["seed"] == 4
+
+
+@pytest.mark.parametrize("condition", ["static", "srgb", "large", "camouflage", "parallax", "still"])
+def test_conditions_keep_the_truth_consistent_with_the_plate(condition):
+    from mam2_server.synth import CONDITIONS
+    from mam2_server.synth.background import linear_to_srgb, srgb_to_linear
+    assert condition in CONDITIONS
+    clip = make_clip("solid", num_frames=4, width=W, height=H, seed=3, condition=condition)
+    assert len(clip.frames) == (1 if condition == "still" else 4)
+    for f in clip.frames:
+        lay = clip.layers(f)
+        assert lay.alpha.min() >= 0 and lay.alpha.max() <= 1 and np.isfinite(lay.plate).all()
+        if condition == "srgb":  # mixed on display-encoded values
+            fg = lay.foreground
+            expect = srgb_to_linear(lay.alpha[..., None] * linear_to_srgb(fg)
+                                    + (1 - lay.alpha[..., None]) * linear_to_srgb(lay.background))
+        else:
+            expect = lay.premult + (1 - lay.alpha[..., None]) * lay.background
+        assert np.abs(lay.plate - expect).max() < 1e-4
+    if condition == "static":
+        assert clip.camera == "locked"
+        assert np.array_equal(clip.frame(clip.frames[0])[0], clip.frame(clip.frames[-1])[0])
+    if condition == "parallax":  # the poles hide the object somewhere along the clip
+        plain = make_clip("solid", num_frames=4, width=W, height=H, seed=3)
+        hidden = sum(float((plain.alpha(f) - clip.alpha(f)).max()) for f in clip.frames)
+        assert hidden > 0.5
+    if condition == "camouflage":  # the object wears its background's colours
+        lay = clip.layers(clip.frames[0])
+        inside = lay.alpha > 0.99
+        fg, bg = lay.foreground[inside], lay.background.reshape(-1, 3)
+        assert (fg.min(axis=0) >= bg.min(axis=0) - 1e-3).all() and (fg.max(axis=0) <= bg.max(axis=0) + 1e-3).all()

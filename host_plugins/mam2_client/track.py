@@ -210,10 +210,14 @@ def run_job(job: TrackJob, cancel: threading.Event, progress: Progress,
     return result
 
 
+def reads_our_files(address: str) -> bool:
+    """True when the server at `address` runs on this machine and can open our files by path."""
+    return wire.is_loopback(address)
+
+
 def _send_plates(client, job: TrackJob, received: set[int], render: Render | None, progress: Progress) -> None:
     """Plate files by path to a local server, as bytes to a remote one; renders only what is lacking."""
-    local = wire.is_loopback(job.address)
-    if local:
+    if reads_our_files(job.address):
         if job.plates and (not job.retrack or job.refresh_plates or set(job.plates) - received):
             progress(f"sending {len(job.plates)} plates", 2)
             client.put_frames(job.shot, job.plates, encoding=wire.ENC_PATH)
@@ -244,7 +248,7 @@ def _send_prompts(client, job: TrackJob, server_keys) -> None:
     if job.keyframes:
         for frame in sorted(set(server_keys) - {p.frame for p in prompts}):
             client.remove_prompt(job.shot, frame)
-    local = wire.is_loopback(job.address)
+    local = reads_our_files(job.address)
     for prompt in prompts:
         box, points = prompt.to_server(job.height)
         mask = prompt.mask

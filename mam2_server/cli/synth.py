@@ -2,14 +2,18 @@
 
 Each clip is written as OUTDIR/<kind>_<seed>/plate/plate.####.exr (scene-linear RGB),
 alpha/alpha.####.exr (ground truth), prompts.json (a box and a point on the first frame)
-and clip.json.
+and clip.json; under a condition other than standard as OUTDIR/<kind>_<condition>_<seed>/.
+Conditions (`mam2_server.synth.conditions`): standard, static (locked-off, the foreground frozen),
+srgb (composited on display-encoded values), large (the foreground magnified 1.8x), camouflage
+(the object in its background's colours), parallax (a midground layer passing in front),
+still (one frame).
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from mam2_server.synth import KINDS, make_clip, write_clip
+from mam2_server.synth import CONDITIONS, KINDS, make_clip, write_clip
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -30,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", type=parse_size, default=(256, 144), help="WIDTHxHEIGHT (default 256x144)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds; one clip per kind and seed")
     parser.add_argument("--camera", choices=("moving", "locked"), default="moving")
+    parser.add_argument("--conditions", default="standard",
+                        help=f"comma-separated shooting conditions, from: {', '.join(CONDITIONS)} (default standard)")
     parser.set_defaults(func=run)
 
 
@@ -41,10 +47,17 @@ def run(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.frames < 1:
         raise ValueError("--frames must be at least 1")
+    conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
+    unknown = sorted(set(conditions) - set(CONDITIONS))
+    if unknown:
+        raise ValueError(f"unknown condition(s) {unknown}; known: {', '.join(CONDITIONS)}")
     width, height = args.size
-    for kind in kinds:
-        for seed in seeds:
-            clip = make_clip(kind, num_frames=args.frames, width=width, height=height, seed=seed, camera=args.camera)
-            paths = write_clip(clip, Path(args.outdir) / f"{kind}_{seed}")
-            print(f"{kind:8s} seed {seed}: {paths.plates}  gt {paths.alphas}  prompts {paths.prompts}")
+    for condition in conditions:
+        for kind in kinds:
+            for seed in seeds:
+                clip = make_clip(kind, num_frames=args.frames, width=width, height=height, seed=seed,
+                                 camera=args.camera, condition=condition)
+                name = f"{kind}_{seed}" if condition == "standard" else f"{kind}_{condition}_{seed}"
+                paths = write_clip(clip, Path(args.outdir) / name)
+                print(f"{name:20s}: {paths.plates}  gt {paths.alphas}  prompts {paths.prompts}")
     return 0
