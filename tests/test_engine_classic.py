@@ -128,3 +128,64 @@ def test_classic_trimap_and_matte_accept_masks_without_tracker_extras():
         seg = Segmentation((alphas[f - 1] > 0.5).astype(np.float32))
         alpha = matter.process(images, seg, trimapper.process(images, seg))
         assert alpha.shape == (H, W) and np.abs(alpha - alphas[f - 1]).mean() < 0.02
+
+
+def _gt_mask(alpha):
+    """A good segmentation's mask: alpha > 0.5 eroded 2 px (what `hybrid` gets from SAM2)."""
+    import cv2
+    return (cv2.erode((alpha > 0.5).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0).astype(np.float32)
+
+
+@pytest.mark.parametrize("frames", [1, 5])
+def test_a_mask_prompt_on_an_object_in_its_backgrounds_colours_keeps_it_opaque(frames):
+    """The plush toy in front of curtains of its own colours, prompted with a correct mask: never worse
+    than the mask alone on its keyframe, and opaque inside on every frame."""
+    clip = make_clip("solid", num_frames=frames, width=160, height=90, seed=2, camera="locked",
+                     condition="camouflage")
+    alphas = [clip.alpha(f) for f in clip.frames]
+    mask = _gt_mask(alphas[0])
+    out = list(create_engine("classic").run(clip, [Prompt(frame=clip.frames[0], mask=mask)]))
+    assert np.abs(out[0].alpha - alphas[0]).mean() <= np.abs(mask - alphas[0]).mean()
+    for r, a in zip(out, alphas):
+        assert r.alpha[a > 0.99].mean() > 0.95
+
+
+def test_on_a_still_classic_is_at_least_as_good_as_baseline():
+    for kind, seed in (("solid", 0), ("hair", 0), ("foliage", 1)):
+        clip = make_clip(kind, width=160, height=90, seed=seed, condition="still")
+        a = clip.alpha(clip.frames[0])
+        prompt = [Prompt(frame=clip.frames[0], box=clip.prompt.box)]
+        err = {n: np.abs(next(iter(create_engine(n).run(clip, prompt))).alpha - a).mean() for n in ("classic", "baseline")}
+        assert err["classic"] <= 1.05 * err["baseline"] + 1e-3, (kind, err)
+
+
+def test_a_layer_moving_off_its_background_is_matted_not_filled():
+    """A half-transparent veil crossing a textured background: the frames where it has moved on
+    reveal what is behind it, and that is the evidence that makes it see-through."""
+    import cv2
+    rng = np.random.default_rng(4)
+    bg = cv2.GaussianBlur(rng.random((90, 240, 3)).astype(np.float32), (0, 0), 1.5)
+    bg = 0.05 + 0.4 * (bg - bg.min()) / (bg.max() - bg.min())
+    yy, xx = np.mgrid[0:90, 0:160]
+    frames, alphas = [], []
+    for i in range(8):
+        a = 0.45 * np.clip(18.5 - np.hypot(xx + 0.5 - (30 + 12 * i), yy + 0.5 - 45), 0, 1)
+        frames.append((a[..., None] * np.float32([0.8, 0.8, 0.85]) + (1 - a[..., None]) * bg[:, 4 * i:4 * i + 160]).astype(np.float32))
+        alphas.append(a.astype(np.float32))
+    src = ArraySource(frames, first_frame=1)
+    out = list(create_engine("classic").run(src, [Prompt(frame=1, box=(8, 23, 53, 68))]))
+    zero = float(np.mean([a.mean() for a in alphas]))
+    later = [np.abs(r.alpha - a).mean() for r, a in zip(out, alphas)][2:]  # once something was revealed
+    assert np.mean(later) < 0.5 * zero
+
+
+def test_a_second_correct_keyframe_does_not_make_the_shot_worse():
+    for kind, seed, camera in (("hair", 0, "moving"), ("solid", 1, "locked")):
+        clip = make_clip(kind, num_frames=6, width=160, height=90, seed=seed, camera=camera)
+        alphas = [clip.alpha(f) for f in clip.frames]
+        from mam2_server.synth import prompt_from_alpha
+        first = Prompt(frame=clip.frames[0], box=clip.prompt.box)
+        second = Prompt(frame=clip.frames[3], box=prompt_from_alpha(alphas[3], clip.frames[3]).box)
+        one = mad(list(create_engine("classic").run(clip, [first])), alphas)
+        two = mad(list(create_engine("classic").run(clip, [first, second])), alphas)
+        assert two <= one + 2e-3, (kind, one, two)

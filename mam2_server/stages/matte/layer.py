@@ -73,8 +73,7 @@ def revealed_evidence(lin: np.ndarray, mask: np.ndarray, plate) -> Evidence | No
     reliable = (plate.valid >= 1) & (plate.spread < 3 * sigma + 0.1 * np.linalg.norm(B, axis=2))
     if not (reliable & mask).any():
         return None
-    error = np.full(mask.shape, 3 * sigma, np.float32)
-    fit = layer_fit(lin, B, mask & reliable, error)
+    fit = layer_fit(lin, B, mask & reliable, 3 * sigma)
     a_t, c_t = seethrough_alpha(lin, B, sigma, r=max(2, int(0.012 * max(lin.shape[:2]))))
     if fit is None:
         return Evidence(a_t, (c_t * reliable).astype(np.float32))
@@ -84,8 +83,8 @@ def revealed_evidence(lin: np.ndarray, mask: np.ndarray, plate) -> Evidence | No
                     conf.astype(np.float32))
 
 
-def layer_fit(lin: np.ndarray, B: np.ndarray, mask: np.ndarray, error: np.ndarray):
-    """(alpha, confidence) of a uniform layer over the background B (uncertain by `error`, per pixel):
+def layer_fit(lin: np.ndarray, B: np.ndarray, mask: np.ndarray, error: float):
+    """(alpha, confidence) of a uniform layer over the background B (uncertain by `error`):
     alpha is the pixel's shift from B towards the layer's colour F (`layer_colour`); it counts where
     the pixel lies on the segment from B to F and F stands out of B's uncertainty. None without F."""
     F = layer_colour(lin, B, mask, error)
@@ -100,13 +99,13 @@ def layer_fit(lin: np.ndarray, B: np.ndarray, mask: np.ndarray, error: np.ndarra
     return a.astype(np.float32), (trust * on_segment).astype(np.float32)
 
 
-def layer_colour(lin: np.ndarray, B: np.ndarray, mask: np.ndarray, error: np.ndarray) -> np.ndarray | None:
+def layer_colour(lin: np.ndarray, B: np.ndarray, mask: np.ndarray, error: float) -> np.ndarray | None:
     """The colour F of a uniform layer: every pixel's shift I - B points from its background towards F,
     so F is where those lines meet (least squares over the mask, weighted by how far each shift
     stands out of the background's uncertainty). For an opaque object of one colour it is that colour."""
     D = (lin - B)[mask]
     n = np.linalg.norm(D, axis=1)
-    w = n ** 2 / (n ** 2 + (2 * error[mask]) ** 2)
+    w = n ** 2 / (n ** 2 + (2 * error) ** 2)
     keep = w > 0.5
     if keep.sum() < 20:
         return None

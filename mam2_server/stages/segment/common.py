@@ -124,22 +124,16 @@ def bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
 
 
-def cut_from_prompt(bgr: np.ndarray, prompt: Prompt, full: tuple[int, int], iterations: int = 5,
-                    colour_prior: np.ndarray | None = None) -> np.ndarray:
+def cut_from_prompt(bgr: np.ndarray, prompt: Prompt, full: tuple[int, int], iterations: int = 5) -> np.ndarray:
     """Keyframe object mask (bool, at bgr's size) from a prompt with GrabCut.
 
-    `colour_prior` (object probability per pixel from colour models learnt elsewhere, e.g. earlier
-    keyframes) sharpens the seeds inside the prompt's region: sure object where it is sure, probable
-    background where it says background. When GrabCut collapses (less than 0.5 % of the prompt's
-    region kept: an object whose colours also fill the background) the answer is the prompt's own
-    mask if it has one, else nothing: a guessed shape could be worse than no matte at all.
+    When GrabCut collapses (less than 0.5 % of the prompt's region kept: an object whose colours
+    also fill the background) the answer is the prompt's own mask if it has one, else nothing: a
+    guessed shape could be worse than no matte at all.
     """
     shape = bgr.shape[:2]
     seeds = prompt_seeds(prompt, shape, full)
     region = (seeds == cv2.GC_PR_FGD) | (seeds == cv2.GC_FGD)
-    if colour_prior is not None:
-        seeds[(seeds == cv2.GC_PR_FGD) & (colour_prior < 0.2)] = cv2.GC_PR_BGD
-        seeds[(seeds == cv2.GC_PR_FGD) & (colour_prior > 0.9)] = cv2.GC_FGD
     mask = run_grabcut(bgr, seeds, iterations)
     if region.any() and mask.sum() < 0.005 * region.sum():
         if prompt.mask is not None:

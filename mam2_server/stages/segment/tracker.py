@@ -16,8 +16,9 @@ where its edge is). Pixels whose colour the pass's models call background, not m
 ambiguous, are holes in the mask (gaps between leaves that GrabCut's smoothing closed); an object
 sharing its background's colours is ambiguous and keeps its inside.
 The colour models of every keyframe the pass may use (its own and, the engine being chained,
-the earlier ones) are the anchor of the pass's colour model and seed the keyframe's cut: a
-correction keeps what the earlier keyframes taught. When the cut finds nothing in a box (the
+the earlier ones) anchor the pass's colour model: a correction keeps what the earlier keyframes
+taught. (Seeding the keyframe's cut with them as well made a second, correct box worse than the
+tracked mask it replaced: 16-bin histograms are too coarse to overrule GrabCut's own models.) When the cut finds nothing in a box (the
 object cannot be told from its background by colour) the frame is left empty, the conservative
 answer, and the log says so. An object that leaves the frame leaves an empty warped mask and the
 result stays empty (alpha 0) from then on.
@@ -117,28 +118,20 @@ class FlowTracker(Segmenter):
         display = source.display(prompt.frame)
         shape = proxy_shape(*display.shape[:2], self.proxy_long_side)
         bgr = to_u8(resize(display, shape))
-        mask = self._cut(bgr, prompt, display.shape[:2], None)
+        mask = self._cut(bgr, prompt, display.shape[:2])
         idx = _hist_index(bgr)
         models = (_histogram(idx, mask), _histogram(idx, ~mask)) if mask.any() and not mask.all() else None
         self._key_cache[prompt.frame] = (prompt, models)
         return models
 
-    def _cut(self, bgr: np.ndarray, prompt: Prompt, full: tuple[int, int], earlier) -> np.ndarray:
+    def _cut(self, bgr: np.ndarray, prompt: Prompt, full: tuple[int, int]) -> np.ndarray:
         """The keyframe's object mask at proxy size: GrabCut from the prompt (a drawn mask seeds it and
-        bounds how far it may move), seeded where the earlier keyframes' colour models are sure."""
-        shape = bgr.shape[:2]
-        mask = cut_from_prompt(bgr, prompt, full, self.key_iterations, colour_prior=self._prior(bgr, earlier))
+        bounds how far it may move)."""
+        mask = cut_from_prompt(bgr, prompt, full, self.key_iterations)
         if not mask.any():
             log.warning("frame %d: the prompt's object cannot be told from its background by colour; nothing is "
                         "matted there (the conservative answer): give a mask or more points", prompt.frame)
         return mask
-
-    @staticmethod
-    def _prior(bgr: np.ndarray, earlier) -> np.ndarray | None:
-        if earlier is None:
-            return None
-        pf, pb = earlier[0].ravel()[_hist_index(bgr)], earlier[1].ravel()[_hist_index(bgr)]
-        return ((pf + 1e-6) / (pf + pb + 2e-6)).astype(np.float32)
 
     # -- colour model -------------------------------------------------------------
     def _colour_prob(self, idx: np.ndarray) -> np.ndarray:
@@ -172,7 +165,7 @@ class FlowTracker(Segmenter):
         idx = _hist_index(bgr)
         extras: dict = {"proxy_shape": shape}
         if frame == self._prompt.frame or self._prev_mask is None:
-            mask = self._cut(bgr, self._prompt, full, self._earlier)
+            mask = self._cut(bgr, self._prompt, full)
             self._update_colour(idx, mask, key=True)
             # a mask the user drew is where the edge is: no colour model makes it less sure
             extras["drawn"] = self._prompt.mask is not None and frame == self._prompt.frame
