@@ -29,6 +29,16 @@ def test_a_running_job_keeps_reading_the_frames_it_started_with(tmp_path):
     assert np.allclose(shot.source().linear(1), 0.75)
 
 
+def test_engines_get_scene_linear_values_from_a_display_encoded_shot(tmp_path):
+    store = ShotStore(tmp_path, memory_budget=1 << 30)
+    shot, _ = store.open(shot="sh", first=1, last=1, width=8, height=6, colorspace="srgb_tx")
+    path = shot.disk.put_frame(1, "a" * 32, np.full((6, 8, 3), 0.5, np.float32), None)
+    shot.frames[1] = ("a" * 32, path)
+    source = shot.source()
+    assert np.allclose(source.linear(1), 0.214, atol=2e-3)  # sRGB 0.5 decoded
+    assert np.allclose(source.display(1), 0.5, atol=2e-3)
+
+
 def test_a_huge_data_window_behind_a_small_frame_is_refused():
     info = ImageInfo(x=0, y=0, width=20000, height=20000, full_x=0, full_y=0, full_width=64, full_height=48,
                      channels=("R", "G", "B"))

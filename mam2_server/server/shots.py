@@ -139,17 +139,21 @@ class Shot:
         return self._colour
 
     def linear(self, frame: int, stored: tuple[str, Path]) -> np.ndarray:
-        """A copy (callers may modify it), as `mam2_server.io` sources hand out."""
-        return self._linear(frame, stored).copy()
+        """Scene-linear RGB (a display-encoded plate decoded), a copy (callers may modify it), as
+        `mam2_server.io` sources hand out."""
+        digest, _ = stored
+        return self._cached((frame, "linear:" + digest),
+                            lambda: self.colour.to_linear(self._plate(frame, stored))).copy()
 
-    def _linear(self, frame: int, stored: tuple[str, Path]) -> np.ndarray:
+    def _plate(self, frame: int, stored: tuple[str, Path]) -> np.ndarray:
+        """The frame's pixels in the shot's colour space, as stored."""
         digest, path = stored
-        return self._cached((frame, "linear:" + digest), lambda: ShotDisk.read_frame(path, self.read_shared))
+        return self._cached((frame, "plate:" + digest), lambda: ShotDisk.read_frame(path, self.read_shared))
 
     def display(self, frame: int, stored: tuple[str, Path]) -> np.ndarray:
         digest, _ = stored
         return self._cached((frame, "display:" + digest),
-                            lambda: self.colour.to_display(self._linear(frame, stored))).copy()
+                            lambda: self.colour.to_display(self._plate(frame, stored))).copy()
 
     def source(self, frames: Sequence[int] | None = None) -> ShotSource:
         with self.lock:
