@@ -15,6 +15,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import wire
 from .client import MAM2Error, ServerError
@@ -36,19 +37,27 @@ class ShotPrompt:
     """One keyframe prompt in the host's pixel coordinates (Nuke, Blender: origin bottom-left).
 
     box: (x, y, r, t) (left, bottom, right, top, as Nuke's BBox_Knob holds it) or None;
-    points: (x, y, label), label 1 = fg, 0 = bg.
+    points: (x, y, label), label 1 = fg, 0 = bg;
+    mask: None or a (height, width) float array (numpy), bottom row first like the host's pixels.
     """
 
     frame: int
     box: tuple[float, float, float, float] | None
     points: tuple[tuple[float, float, int], ...] = ()
+    mask: Any = field(default=None, compare=False, repr=False)
 
     def validate(self, width: int, height: int, first: int, last: int) -> None:
         """Raise PromptError when the server would refuse it (empty/off-frame box, no prompt...)."""
         if not first <= self.frame <= last:
             raise PromptError(f"prompt frame {self.frame} is outside the tracked range {first}-{last}")
-        if self.box is None and not self.points:
+        if self.box is None and not self.points and self.mask is None:
             raise PromptError("no prompt: enable the box or at least one foreground point")
+        if self.mask is not None:
+            shape = tuple(getattr(self.mask, "shape", ()))
+            if shape != (height, width):
+                raise PromptError(f"the mask on frame {self.frame} is {shape}, not the {width}x{height} frame")
+            if not (self.mask > 0.5).any():
+                raise PromptError(f"the mask on frame {self.frame} is empty: draw it over the subject")
         if self.box is not None:
             x, y, r, t = self.box
             if r - x < 1 or t - y < 1:
@@ -60,7 +69,7 @@ class ShotPrompt:
             if not (0 <= x < width and 0 <= y < height):
                 kind = "foreground" if label else "background"
                 raise PromptError(f"a {kind} point ({x:g}, {y:g}) lies outside the {width}x{height} frame")
-        if self.points and not any(label for _, _, label in self.points) and self.box is None:
+        if self.points and not any(label for _, _, label in self.points) and self.box is None and self.mask is None:
             raise PromptError("only background points: add a foreground point or the box")
 
     def to_server(self, height: int) -> tuple[tuple[float, float, float, float] | None, list[tuple[float, float, int]]]:
@@ -70,6 +79,12 @@ class ShotPrompt:
             x, y, r, t = self.box
             box = (x, height - t, r, height - y)
         return box, [(x, height - y, label) for x, y, label in self.points]
+
+    def server_mask(self):
+        """The mask with the top row first, as the protocol wants (None without a mask)."""
+        if self.mask is None:
+            return None
+        return self.mask[::-1].astype("float32").copy()
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,11 @@ class TrackJob:
     prompt: ShotPrompt
     output_pattern: str  # printf-style alpha path, e.g. /out/sh010.alpha.%04d.exr
     retrack: bool = False  # keep the server's frames when it has them all; add this keyframe
+    # Every keyframe of the shot, for hosts that keep a key list: the server's other keyframes are
+    # removed (remove_prompt) and these are (re)sent; an unchanged key keeps its cached frames.
+    keys: tuple[ShotPrompt, ...] = ()
+    colorspace: str | None = None  # the plates' colour space (OCIO name); None: the server's default
+    server_command: tuple[str, ...] = ()  # how to start `mam2` (else launcher.server_command())
 
 
 @dataclass
@@ -134,9 +154,11 @@ def write_atomic(path: str, data: bytes | memoryview) -> None:
             os.unlink(tmp)
 
 
-def run_job(job: TrackJob, cancel: threading.Event, progress: Progress) -> JobResult:
+def run_job(job: TrackJob, cancel: threading.Event, progress: Progress,
+            on_written: Callable[[int], None] | None = None) -> JobResult:
     """Track (or re-track) one shot on the server and write its alphas. Runs on a worker thread.
 
+    on_written(frame) is called after each alpha file is written (a live preview).
     Never raises for server/prompt problems: they come back in JobResult.error.
     """
     result = JobResult()
@@ -144,11 +166,13 @@ def run_job(job: TrackJob, cancel: threading.Event, progress: Progress) -> JobRe
     try:
         serve_args = ("--engine", job.engine) if job.engine != ENGINE_DEFAULT else ()
         progress(f"connecting to {job.address}", 0)
-        client = ensure_server(job.address, start=job.start_server, serve_args=serve_args)
+        client = ensure_server(job.address, start=job.start_server, serve_args=serve_args,
+                               command=job.server_command or None)
         engine = client.hello().get("engine", "")
         if job.engine != ENGINE_DEFAULT and engine != job.engine:
             result.warning = f"the server runs engine '{engine}', not '{job.engine}' (restart it to switch)"
-        opened = client.open_shot(job.shot, first=job.first, last=job.last, width=job.width, height=job.height)
+        opened = client.open_shot(job.shot, first=job.first, last=job.last, width=job.width, height=job.height,
+                                  colorspace=job.colorspace)
         missing = set(job.plates) - set(opened["received"])
         if not job.retrack or missing:
             progress(f"sending {len(job.plates)} plates", 2)
@@ -156,12 +180,18 @@ def run_job(job: TrackJob, cancel: threading.Event, progress: Progress) -> JobRe
         if cancel.is_set():
             result.cancelled = True
             return result
-        box, points = job.prompt.to_server(job.height)
-        client.add_prompt(job.shot, job.prompt.frame, box=box, points=points)
+        if job.keys:
+            for frame in sorted(set(opened["keyframes"]) - {key.frame for key in job.keys}):
+                client.remove_prompt(job.shot, frame)
+        for key in job.keys or (job.prompt,):
+            box, points = key.to_server(job.height)
+            client.add_prompt(job.shot, key.frame, box=box, points=points, mask=key.server_mask())
 
         def on_alpha(alpha) -> None:
             write_atomic(frame_path(job.output_pattern, alpha.frame), alpha.data)
             result.written.append(alpha.frame)
+            if on_written is not None:
+                on_written(alpha.frame)
 
         def on_progress(done: int, total: int, frame: int) -> bool:
             progress(f"frame {frame} ({done}/{total})", 10 + int(90 * done / max(total, 1)))

@@ -13,7 +13,7 @@ import sys
 
 from mam2_server import __version__
 
-SUBCOMMANDS = ("matte", "batch", "eval", "synth", "demo", "serve", "keys", "bench", "train")
+SUBCOMMANDS = ("matte", "batch", "eval", "synth", "demo", "serve", "keys", "bench", "train", "package")
 
 
 class CLIError(Exception):
