@@ -23,8 +23,8 @@ if CFG.get("hide_venv_modules"):
 
 import bpy  # noqa: E402
 
-from bpy_support import (add_key, alpha_files, alpha_folder, cfg, disable_addon, file_digests, links_into, load_addon,  # noqa: E402
-                         node_state, pump_until, render, report, run, set_up_shot)
+from bpy_support import (add_key, alpha_files, alpha_folder, cfg, disable_addon, draw_panel, file_digests,  # noqa: E402
+                         links_into, load_addon, node_state, pump_until, render, report, run, set_up_shot)
 
 cfg.update(CFG)
 SCENARIOS = {}
@@ -105,6 +105,9 @@ def keys_and_shots():
     viewport.add_point(key, (3.0, 4.0), foreground=False)
     report["drawn"] = [tuple(key.box_min), tuple(key.box_max), [(tuple(p.co), p.label) for p in key.points],
                        key.summary()]
+    report["panels"] = {name: draw_panel(name, space) for name, space in (
+        ("MAM2_PT_compositor", "NODE_EDITOR"), ("MAM2_PT_image", "IMAGE_EDITOR"),
+        ("MAM2_PT_compositor_server", "NODE_EDITOR"))}
     bpy.ops.wm.read_homefile(use_empty=True)  # File > New, saved over the first file's path
     scene, tree, node = _shot(addon, "keys")
     track("new file, same path")
@@ -170,25 +173,25 @@ def live_runs():
     s = scene.mam2
     # live preview: the alpha node shows finished frames while the rest are computing
     report["start"] = run(bpy.ops.mam2.track)
-    run_task = ops._tasks.get(s.shot_uuid)
+    run_task = ops.tasks.get(s.shot_uuid)
     report["timer_persistent"] = bool(run_task and bpy.app.timers.is_registered(run_task.timer))
     report["second_start"] = run(bpy.ops.mam2.track)
     pump_until(ops, lambda: len(alpha_files(s)) >= 2)
     ops.pump()
     alpha_node = tree.nodes.get(addon.nodes.ALPHA_NODE)
-    report["preview"] = {"running": s.shot_uuid in ops._tasks, "files": alpha_files(s),
+    report["preview"] = {"running": s.shot_uuid in ops.tasks, "files": alpha_files(s),
                          "alpha_node": alpha_node is not None, "previews": run_task.previews,
                          "status": s.status}
     report["preview_render"] = render(scene, [1], os.path.join(cfg["work"], "renders"), "preview")
     shutil.copy(os.path.join(alpha_folder(s), "alpha.1001.exr"), os.path.join(cfg["work"], "preview_alpha.exr"))
     seen = set()
-    pump_until(ops, lambda: s.shot_uuid not in ops._tasks, seen=seen)
+    pump_until(ops, lambda: s.shot_uuid not in ops.tasks, seen=seen)
     report["finished"] = [s.status, s.running, sorted(seen), run_task.previews]
 
     # cancel right after starting: the server's alphas are cached, so key edits make new work
     s.keys[0].box_min = (cfg["box"][0] + 2, cfg["box"][1])
     report["cancel"] = [run(bpy.ops.mam2.track), run(bpy.ops.mam2.cancel)]
-    pump_until(ops, lambda: s.shot_uuid not in ops._tasks)
+    pump_until(ops, lambda: s.shot_uuid not in ops.tasks)
     report["cancel"].append(s.status)
     report["cancel_nothing"] = run(bpy.ops.mam2.cancel)
 
@@ -197,30 +200,30 @@ def live_runs():
     run(bpy.ops.mam2.track)
     pump_until(ops, lambda: alpha_files(s) and "frame" in s.status)
     tree.nodes.remove(node)
-    pump_until(ops, lambda: s.shot_uuid not in ops._tasks)
+    pump_until(ops, lambda: s.shot_uuid not in ops.tasks)
     report["node_deleted"] = {"status": s.status, "set_alpha": links_into(tree, addon.nodes.SET_ALPHA_NODE),
                               "plate": node_state(tree.nodes[addon.nodes.PLATE_NODE])}
 
     # File > New mid-run, then a Track in the new file; File > Open mid-run
     s.keys[0].box_min = (cfg["box"][0] + 6, cfg["box"][1])
     run(bpy.ops.mam2.track)
-    old = ops._tasks.get(s.shot_uuid)
+    old = ops.tasks.get(s.shot_uuid)
     bpy.ops.wm.read_homefile(use_empty=True)
-    report["after_new"] = {"tasks": len(ops._tasks), "old_cancelled": old.cancel.is_set(),
+    report["after_new"] = {"tasks": len(ops.tasks), "old_cancelled": old.cancel.is_set(),
                            "old_timer": bpy.app.timers.is_registered(old.timer)}
     scene, tree, node = set_up_shot(addon, os.path.join(cfg["work"], "second.blend"))
     add_key(1, box=cfg["box"])
     report["new_file_track"] = [run(bpy.ops.mam2.track), scene.mam2.status]
-    pump_until(ops, lambda: scene.mam2.shot_uuid not in ops._tasks and old.done)
+    pump_until(ops, lambda: scene.mam2.shot_uuid not in ops.tasks and old.done)
     report["new_file_track"].append(scene.mam2.status)
     report["old_run_left_new_file_alone"] = [n.name for n in tree.nodes]
     bpy.ops.wm.save_mainfile()
     scene.mam2.keys[0].box_min = (cfg["box"][0] + 8, cfg["box"][1])
     run(bpy.ops.mam2.track)
-    old = ops._tasks.get(scene.mam2.shot_uuid)
+    old = ops.tasks.get(scene.mam2.shot_uuid)
     bpy.ops.wm.open_mainfile(filepath=bpy.data.filepath)  # File > Revert: the saved key, not the edit
     pump_until(ops, lambda: old.done)
-    report["after_open"] = {"tasks": len(ops._tasks), "old_cancelled": old.cancel.is_set(), "old_done": old.done,
+    report["after_open"] = {"tasks": len(ops.tasks), "old_cancelled": old.cancel.is_set(), "old_done": old.done,
                             "scene": bpy.context.scene.mam2.status}
 
     # the plate image itself removed mid-run
@@ -230,7 +233,7 @@ def live_runs():
     run(bpy.ops.mam2.track)
     pump_until(ops, lambda: "frame" in s.status)
     bpy.data.images.remove(s.image)
-    pump_until(ops, lambda: s.shot_uuid not in ops._tasks)
+    pump_until(ops, lambda: s.shot_uuid not in ops.tasks)
     report["image_deleted"] = s.status
 
     # a dead server: the error reaches the status
@@ -238,7 +241,7 @@ def live_runs():
     s.image.source = "SEQUENCE"
     s.address = cfg["dead_address"]
     report["dead"] = [run(bpy.ops.mam2.track)]
-    pump_until(ops, lambda: s.shot_uuid not in ops._tasks)
+    pump_until(ops, lambda: s.shot_uuid not in ops.tasks)
     report["dead"].append(s.status)
     ops.INLINE_IN_BACKGROUND = True
     report["dead_inline"] = run(bpy.ops.mam2.track) + [s.status]
@@ -263,10 +266,10 @@ def live_runs():
     client.close()
 
 
-def _server_op(addon, op) -> str:
+def _server_op(addon, action: str) -> list:
     s = bpy.context.scene.mam2
-    result = run(op)
-    pump_until(addon.ops, lambda: f"server:{s.address}" not in addon.ops._tasks)
+    result = run(bpy.ops.mam2.server, action=action)
+    pump_until(addon.ops, lambda: f"server:{s.address}" not in addon.ops.tasks)
     return [result, addon.server._seen.get(s.address, ""), addon.server.state(s.address)]
 
 
@@ -283,13 +286,13 @@ def server_lifetime():
     report["track"] = run(bpy.ops.mam2.track) + [s.status]
     pids = report["pids"] = {"first": launcher.started_server(s.address).process.pid}
     report["state"] = addon.server.state(s.address)
-    report["check"] = _server_op(addon, bpy.ops.mam2.server_check)
+    report["check"] = _server_op(addon, "CHECK")
     s.engine = "classic"
-    report["restart"] = _server_op(addon, bpy.ops.mam2.server_restart)
+    report["restart"] = _server_op(addon, "RESTART")
     restarted = launcher.started_server(s.address)
     pids["restarted"] = restarted.process.pid
     report["restart_args"] = restarted.serve_args
-    report["stop"] = _server_op(addon, bpy.ops.mam2.server_stop)
+    report["stop"] = _server_op(addon, "STOP")
     report["stopped_exit_code"] = restarted.process.poll()
     s.engine = "default"
     s.keys[0].box_min = (cfg["box"][0] + 2, cfg["box"][1])

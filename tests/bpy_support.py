@@ -155,3 +155,72 @@ def file_digests(s) -> dict:
             for name in alpha_files(s)}
 
 
+
+
+class FakeLayout:
+    """Stands in for bpy's UILayout (none exists without a window) so a panel's draw() can run: every
+    property, operator, operator property and icon it names must exist; what it shows is logged."""
+
+    ICONS = set(bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items.keys())
+
+    def __init__(self, log: list) -> None:
+        self.log = log
+
+    def _sub(self, *args, **kw):
+        return FakeLayout(self.log)
+
+    row = column = box = split = _sub
+
+    def _icon(self, icon):
+        assert icon in self.ICONS, f"no icon {icon!r}"
+
+    def prop(self, data, name, text=None, icon="NONE", **kw):
+        assert name in data.bl_rna.properties, f"{data!r} has no property {name!r}"
+        self._icon(icon)
+        self.log.append(("prop", name))
+
+    def label(self, text="", icon="NONE", **kw):
+        self._icon(icon)
+        self.log.append(("label", text))
+
+    def operator(self, idname, text=None, icon="NONE", **kw):
+        module, name = idname.split(".")
+        properties = getattr(getattr(bpy.ops, module), name).get_rna_type().properties
+        self._icon(icon)
+        self.log.append(("operator", idname))
+        log = self.log
+
+        class Props:
+            def __setattr__(self, key, value):
+                assert key in properties, f"{idname} has no property {key!r}"
+                log.append(("set", key, value))
+        return Props()
+
+    def template_ID(self, data, name, new="", open="", **kw):
+        assert name in data.bl_rna.properties, name
+        for op in filter(None, (new, open)):
+            module, op_name = op.split(".")
+            assert hasattr(getattr(bpy.ops, module), op_name), op
+        self.log.append(("template_ID", name))
+
+    def template_list(self, list_type, list_id, data, name, active_data, active_name, **kw):
+        assert hasattr(bpy.types, list_type), list_type
+        assert name in data.bl_rna.properties and active_name in active_data.bl_rna.properties
+        for index, item in enumerate(getattr(data, name)):  # what the list draws for each row
+            getattr(bpy.types, list_type).draw_item(None, bpy.context, FakeLayout(self.log), data, item, 0,
+                                                    active_data, active_name, index)
+        self.log.append(("template_list", name))
+
+    def progress(self, factor=0.0, text=""):
+        self.log.append(("progress", text))
+
+
+def draw_panel(panel_type: str, space_type: str) -> list:
+    """Run a panel's draw() with a FakeLayout as the editor would; what it showed."""
+    from types import SimpleNamespace
+    log: list = []
+    panel = SimpleNamespace(layout=FakeLayout(log))
+    context = SimpleNamespace(scene=bpy.context.scene, space_data=SimpleNamespace(
+        type=space_type, tree_type="CompositorNodeTree"))
+    getattr(bpy.types, panel_type).draw(panel, context)
+    return log

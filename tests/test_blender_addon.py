@@ -141,9 +141,10 @@ def test_rendered_compositor_is_the_plate_times_the_servers_alpha(blender, addon
         alpha = alphas[file_frame]
         plate = read_image(plates / f"plate.{file_frame}.exr").pixels
         assert rendered.shape == (H, W, 4)
-        np.testing.assert_allclose(rendered[..., 3], alpha, atol=1e-6, err_msg=f"alpha, scene frame {scene_frame}")
-        np.testing.assert_allclose(rendered[..., :3], plate * alpha[..., None], atol=1e-5,
-                                   err_msg=f"RGB = plate x alpha, scene frame {scene_frame}")
+        # exact: the compositor passes the float alpha through and multiplies in float32, as numpy does
+        np.testing.assert_array_equal(rendered[..., 3], alpha, err_msg=f"alpha, scene frame {scene_frame}")
+        np.testing.assert_array_equal(rendered[..., :3], plate * alpha[..., None],
+                                      err_msg=f"RGB = plate x alpha, scene frame {scene_frame}")
         on_disk = read_image(tmp_path / "mam2" / r["shot"] / f"alpha.{file_frame}.exr").pixels[..., 0]
         np.testing.assert_array_equal(on_disk, alpha)
     assert len({a.tobytes() for a in alphas.values()}) == N  # six different frames, not one held
@@ -174,6 +175,14 @@ def test_each_key_keeps_its_own_prompt_and_the_shot_belongs_to_the_scene(blender
     # the Image Editor's drag (corners in any order, clamped to the frame) and clicks
     assert r["drawn"] == [[W / 4, H * 3 / 4], [W * 3 / 4, H], [[[W / 2, H / 2], "FG"], [[3.0, 4.0], "BG"]],
                           "box, 2 pt"]
+    # the panels (drawn with a stand-in layout: every property, operator and icon they name exists)
+    compositor, image, server_panel = (r["panels"][n] for n in ("MAM2_PT_compositor", "MAM2_PT_image",
+                                                                 "MAM2_PT_compositor_server"))
+    assert ["label", "Plate: scene 1-6 = files 1001-1006"] in compositor
+    assert ["label", "1"] in compositor and ["label", "file 1001"] in compositor and ["label", "box, 2 pt"] in compositor
+    assert ["operator", "mam2.draw_prompt"] in image and ["operator", "mam2.draw_prompt"] not in compositor
+    assert [["operator", op] in compositor for op in ("mam2.track", "mam2.cancel", "mam2.key_add")] == [True] * 3
+    assert ["set", "action", "RESTART"] in server_panel and ["prop", "address"] in server_panel
     assert r["new_uuid"] and steps["new file, same path"]["shot"] != steps["first"]["shot"]
     assert steps["new file, same path"]["status"].startswith("Done: 6 frames computed, 0 cached")
 

@@ -68,6 +68,12 @@ def active_key(s):
     return s.keys[s.active_key] if 0 <= s.active_key < len(s.keys) else None
 
 
+class _OnActiveKey:
+    @classmethod
+    def poll(cls, context):
+        return active_key(context.scene.mam2) is not None
+
+
 class MAM2_OT_key_add(bpy.types.Operator):
     """Add a key on the current frame (a copy of the nearest key's box, points and Mask)"""
     bl_idname = "mam2.key_add"
@@ -89,15 +95,11 @@ class MAM2_OT_key_add(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class MAM2_OT_key_remove(bpy.types.Operator):
+class MAM2_OT_key_remove(_OnActiveKey, bpy.types.Operator):
     """Delete the selected key (Track then removes it on the server and recomputes its frames)"""
     bl_idname = "mam2.key_remove"
     bl_label = "Delete Key"
     bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context):
-        return active_key(context.scene.mam2) is not None
 
     def execute(self, context):
         s = context.scene.mam2
@@ -106,14 +108,10 @@ class MAM2_OT_key_remove(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class MAM2_OT_key_jump(bpy.types.Operator):
+class MAM2_OT_key_jump(_OnActiveKey, bpy.types.Operator):
     """Go to the selected key's frame"""
     bl_idname = "mam2.key_jump"
     bl_label = "Go to Key"
-
-    @classmethod
-    def poll(cls, context):
-        return active_key(context.scene.mam2) is not None
 
     def execute(self, context):
         scene = context.scene
@@ -124,17 +122,13 @@ class MAM2_OT_key_jump(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class MAM2_OT_point_add(bpy.types.Operator):
+class MAM2_OT_point_add(_OnActiveKey, bpy.types.Operator):
     """Add a point to the selected key (at the middle of its box; move it or draw it in the Image Editor)"""
     bl_idname = "mam2.point_add"
     bl_label = "Add Point"
     bl_options = {"REGISTER", "UNDO"}
 
     label: bpy.props.EnumProperty(items=[("FG", "Foreground", ""), ("BG", "Background", "")])
-
-    @classmethod
-    def poll(cls, context):
-        return active_key(context.scene.mam2) is not None
 
     def execute(self, context):
         key = active_key(context.scene.mam2)
@@ -166,11 +160,4 @@ class MAM2_OT_point_remove(bpy.types.Operator):
 CLASSES = (MAM2_OT_key_add, MAM2_OT_key_remove, MAM2_OT_key_jump, MAM2_OT_point_add, MAM2_OT_point_remove)
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -11,7 +11,6 @@ INLINE_IN_BACKGROUND = False and call `pump`).
 """
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import queue
@@ -23,7 +22,7 @@ import bpy
 from bpy.app.handlers import persistent
 
 from . import masks, nodes
-from .jobspec import KeyValues, PanelValues, PlateTiming, Refused, absolute, build_job, output_folder
+from .jobspec import KeyValues, PanelValues, Refused, absolute, build_job, exr_size, output_folder
 from .mam2_client import Client, MAM2Error
 from .mam2_client import track as core
 from .props import preferences
@@ -61,7 +60,7 @@ class Task:
         """Main thread, after the mailbox was emptied (once per timer tick)."""
 
     def start(self) -> None:
-        _tasks[self.name] = self
+        tasks[self.name] = self
         self.thread.start()
         bpy.app.timers.register(self.timer, first_interval=POLL_S, persistent=True)
 
@@ -77,8 +76,8 @@ class Task:
             last = isinstance(item, _Done)
             if last:
                 self.done = True
-                if _tasks.get(self.name) is self:
-                    del _tasks[self.name]
+                if tasks.get(self.name) is self:
+                    del tasks[self.name]
                 item = item.result
             if not self.detached:
                 try:
@@ -95,22 +94,20 @@ class _Done:
         self.result = result
 
 
-_tasks: dict[str, Task] = {}  # task name (the shot UUID for runs) -> task in flight
-
-
+tasks: dict[str, Task] = {}  # task name (the shot UUID for runs) -> task in flight
 _detached: set[Task] = set()  # tasks of a closed file, still finishing
 
 
 def pump() -> None:
     """Run the pending timer callbacks once (what Blender's event loop does; for background tests)."""
-    for task in list(_tasks.values()) + list(_detached):
+    for task in list(tasks.values()) + list(_detached):
         if task.timer() is None and bpy.app.timers.is_registered(task.timer):
             bpy.app.timers.unregister(task.timer)
 
 
 def detach_all(send_cancel: bool = False) -> None:
     """Stop applying every task's results (their file is closing) and cancel the runs."""
-    for task in list(_tasks.values()):
+    for task in list(tasks.values()):
         task.cancel.set()
         task.detached = True
         _detached.add(task)
@@ -120,7 +117,7 @@ def detach_all(send_cancel: bool = False) -> None:
                 Client(job.address, timeout=1.0, retries=1).cancel(shot=job.shot, wait=1.0)
             except MAM2Error:
                 pass
-    _tasks.clear()
+    tasks.clear()
     try:
         bpy.context.window_manager.progress_end()
     except (AttributeError, RuntimeError):
@@ -132,17 +129,13 @@ def _on_load_pre(*_args) -> None:
     detach_all()
 
 
-def _on_exit() -> None:
-    detach_all(send_cancel=True)
-
-
 def find_scene(shot_uuid: str):
     return next((s for s in bpy.data.scenes if hasattr(s, "mam2") and s.mam2.shot_uuid == shot_uuid), None)
 
 
 # -- Track ---------------------------------------------------------------------------------------
 
-def _server_command() -> tuple[str, ...]:
+def server_command() -> tuple[str, ...]:
     prefs = preferences()
     text = prefs.server_command.strip() if prefs is not None else ""
     if not text:
@@ -159,7 +152,6 @@ def panel_values(scene, image, node) -> PanelValues:
     mask_keys = [k for k in s.keys if k.mask is not None]
     rasters = {}
     if mask_keys and timing is not None and path.lower().endswith(".exr") and os.path.isfile(path):
-        from .jobspec import exr_size
         width, height = exr_size(path)
         arrays = masks.rasterise(scene, [(k.mask, timing.scene_frame(k.frame)) for k in mask_keys], width, height)
         rasters = {k.frame: a for k, a in zip(mask_keys, arrays)}
@@ -169,7 +161,7 @@ def panel_values(scene, image, node) -> PanelValues:
         mask=rasters.get(k.frame), mask_name=k.mask.name if k.mask else "") for k in s.keys)
     blend = bpy.data.filepath
     return PanelValues(
-        address=s.address, start_server=s.start_server, engine=s.engine, server_command=_server_command(),
+        address=s.address, start_server=s.start_server, engine=s.engine, server_command=server_command(),
         image_path=path, image_source=image.source if image else "", image_name=image.name if image else "",
         colorspace=image.colorspace_settings.name if image else "", timing=timing,
         use_image_range=s.use_image_range, frame_first=s.frame_first, frame_last=s.frame_last, keys=keys,
@@ -193,7 +185,6 @@ class Run(Task):
         super().__init__(scene.mam2.shot_uuid, self._track, self._apply_item)
         self.job, self.stored_pattern = job, stored_pattern
         self.image_name, self.node_name, self.timing = image.name, node.name, nodes.timing(node)
-        self.alpha_node = ""  # wired once the first alpha is written
         self.plate_gone = False
         self.written: int | None = None  # the latest alpha written since the last preview
         self.previews = 0
@@ -213,10 +204,10 @@ class Run(Task):
             text, percent = item
             scene.mam2.status, scene.mam2.progress = text, percent / 100
             _progress("update", percent)
-            _redraw()
+            redraw()
         else:
             result = item if isinstance(item, core.JobResult) else core.JobResult(error=f"internal error: {item!r}")
-            _report(*finish(scene, self, result))
+            report_from_timer(*finish(scene, self, result))
 
     def drained(self) -> None:
         scene = find_scene(self.name)
@@ -227,10 +218,10 @@ class Run(Task):
 
     def _wire(self, scene, frame: int) -> None:
         stored = core.frame_path(self.stored_pattern, frame)
-        node, plate = nodes.wire_alpha(scene, bpy.data.images.get(self.image_name), self.timing, stored,
-                                       self.job.shot, self.node_name)
-        self.alpha_node, self.plate_gone = node.name, not plate
-        _redraw()
+        _, plate = nodes.wire_alpha(scene, bpy.data.images.get(self.image_name), self.timing, stored,
+                                    self.job.shot, self.node_name)
+        self.plate_gone = not plate
+        redraw()
 
 
 def finish(scene, run: Run, result: core.JobResult) -> tuple[str, str]:
@@ -246,7 +237,7 @@ def finish(scene, run: Run, result: core.JobResult) -> tuple[str, str]:
         if run.plate_gone:
             text += f". The plate image '{run.image_name}' is gone: the alphas are in the '{nodes.ALPHA_NODE}' node"
     s.status = text
-    _redraw()
+    redraw()
     if result.error:
         return "ERROR", f"MAM2: {result.error}"
     return ("WARNING" if result.cancelled or result.warning else "INFO"), f"MAM2: {text}"
@@ -259,7 +250,7 @@ def _progress(what: str, value: int = 0) -> None:
          "end": wm.progress_end}[what]()
 
 
-def _report(level: str, text: str) -> None:
+def report_from_timer(level: str, text: str) -> None:
     """Report from a timer (no operator there): through the internal report operator."""
     log.log(logging.ERROR if level == "ERROR" else logging.INFO, text)
     try:
@@ -268,12 +259,12 @@ def _report(level: str, text: str) -> None:
         pass
 
 
-def _redraw() -> None:
+def redraw() -> None:
     wm = bpy.context.window_manager
     for window in wm.windows if wm is not None else ():
         for area in window.screen.areas:
             if area.type in ("NODE_EDITOR", "IMAGE_EDITOR"):
-                area.tag_redraw()
+                area.tagredraw()
 
 
 class MAM2_OT_track(bpy.types.Operator):
@@ -296,7 +287,7 @@ class MAM2_OT_track(bpy.types.Operator):
         if self.directory:
             s.output_dir = self.directory
         s.ensure_uuid(scene)
-        if s.shot_uuid in _tasks:
+        if s.shot_uuid in tasks:
             self.report({"ERROR"}, "MAM2: this scene is already tracking; Cancel it first")
             return {"CANCELLED"}
         try:
@@ -327,7 +318,7 @@ class MAM2_OT_cancel(bpy.types.Operator):
     bl_label = "MAM2: Cancel"
 
     def execute(self, context):
-        task = _tasks.get(context.scene.mam2.shot_uuid)
+        task = tasks.get(context.scene.mam2.shot_uuid)
         if task is None:
             self.report({"INFO"}, "MAM2: nothing to cancel")
             return {"CANCELLED"}
@@ -357,11 +348,10 @@ def register() -> None:
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     bpy.app.handlers.load_pre.append(_on_load_pre)
-    atexit.register(_on_exit)
 
 
 def unregister() -> None:
-    atexit.unregister(_on_exit)
+    """Also what quitting does (Blender disables its add-ons): the runs are cancelled on the server."""
     if _on_load_pre in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(_on_load_pre)
     detach_all(send_cancel=True)

@@ -6,10 +6,12 @@ start is only ever asked about, never stopped from here.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import bpy
 
 from .mam2_client import Client, MAM2Error, launcher
-from .ops import Task, _tasks, _redraw, _report, _server_command
+from .ops import Task, redraw, report_from_timer, server_command, tasks
 
 _seen: dict[str, str] = {}  # address -> what the last Check found
 
@@ -33,14 +35,14 @@ def _describe(client: Client) -> str:
 
 def _start(name: str, address: str, work) -> bool:
     key = f"server:{address}"
-    if key in _tasks:
+    if key in tasks:
         return False
 
     def apply(result) -> None:
         text = str(result)
         _seen[address] = text
-        _report("ERROR" if isinstance(result, Exception) else "INFO", f"MAM2 server: {text}")
-        _redraw()
+        report_from_timer("ERROR" if isinstance(result, Exception) else "INFO", f"MAM2 server: {text}")
+        redraw()
 
     Task(key, lambda task: work(), apply).start()
     _seen[address] = f"{name}..."
@@ -76,65 +78,43 @@ def _restart(address: str, serve_args: tuple[str, ...], command: tuple[str, ...]
         return f"Could not start it: {exc}"
 
 
-class _ServerOp:
+ACTIONS = {
+    "CHECK": ("Checking", "Ask the server at the address for its version, engine, device and jobs"),
+    "STOP": ("Stopping", "Stop the server this Blender started (it finishes the frame in progress)"),
+    "RESTART": ("Restarting", "Stop the server this Blender started and start it again with the panel's engine"),
+}
+
+
+class MAM2_OT_server(bpy.types.Operator):
+    """Check, stop or restart the MAM2 server"""
+    bl_idname = "mam2.server"
+    bl_label = "MAM2 Server"
     bl_options = {"INTERNAL"}
+
+    action: bpy.props.EnumProperty(items=[(k, k.title(), tip) for k, (_, tip) in ACTIONS.items()])
+
+    @classmethod
+    def description(cls, context, properties):
+        return ACTIONS[properties.action][1]
 
     def execute(self, context):
         s = context.scene.mam2
-        if not _start(self.bl_label, s.address, self.work(s)):
+        if self.action == "RESTART":
+            engine = ("--engine", s.engine) if s.engine != "default" else ()
+            work = partial(_restart, s.address, engine, server_command())
+        else:
+            work = partial(_check if self.action == "CHECK" else _stop, s.address)
+        if not _start(ACTIONS[self.action][0], s.address, work):
             self.report({"WARNING"}, "MAM2: a server command is already running")
             return {"CANCELLED"}
         return {"FINISHED"}
 
-    @staticmethod
-    def work(s):
-        raise NotImplementedError
-
-
-class MAM2_OT_server_check(_ServerOp, bpy.types.Operator):
-    """Ask the server at the address for its version, engine, device and jobs"""
-    bl_idname = "mam2.server_check"
-    bl_label = "Checking"
-
-    @staticmethod
-    def work(s):
-        address = s.address
-        return lambda: _check(address)
-
-
-class MAM2_OT_server_stop(_ServerOp, bpy.types.Operator):
-    """Stop the server this Blender started (it finishes the frame in progress)"""
-    bl_idname = "mam2.server_stop"
-    bl_label = "Stopping"
-
-    @staticmethod
-    def work(s):
-        address = s.address
-        return lambda: _stop(address)
-
-
-class MAM2_OT_server_restart(_ServerOp, bpy.types.Operator):
-    """Stop the server this Blender started and start it again with the panel's engine"""
-    bl_idname = "mam2.server_restart"
-    bl_label = "Restarting"
-
-    @staticmethod
-    def work(s):
-        address, command = s.address, _server_command()
-        serve_args = ("--engine", s.engine) if s.engine != "default" else ()
-        return lambda: _restart(address, serve_args, command)
-
-
-CLASSES = (MAM2_OT_server_check, MAM2_OT_server_stop, MAM2_OT_server_restart)
-
 
 def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
+    bpy.utils.register_class(MAM2_OT_server)
 
 
 def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+    bpy.utils.unregister_class(MAM2_OT_server)
     launcher.stop_started_servers()  # the add-on is disabled: a server it started goes with it
     _seen.clear()

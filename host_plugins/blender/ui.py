@@ -5,7 +5,7 @@ import bpy
 
 from . import nodes, server
 from .keys import active_key
-from .ops import _tasks
+from .ops import tasks
 
 
 class MAM2_UL_keys(bpy.types.UIList):
@@ -87,7 +87,7 @@ class _Main(_Sidebar):
         row = layout.row(align=True)
         row.operator("mam2.track", icon="PLAY")
         row.operator("mam2.cancel", icon="CANCEL")
-        if s.running and s.shot_uuid in _tasks and hasattr(layout, "progress"):
+        if s.running and s.shot_uuid in tasks and hasattr(layout, "progress"):
             layout.progress(factor=s.progress, text=s.status)
         else:
             layout.label(text=s.status)
@@ -105,9 +105,8 @@ class _Server(_Sidebar):
         row.prop(s, "engine", text="")
         layout.label(text=server.state(s.address))
         row = layout.row(align=True)
-        row.operator("mam2.server_check", text="Check", icon="FILE_REFRESH")
-        row.operator("mam2.server_stop", text="Stop", icon="X")
-        row.operator("mam2.server_restart", text="Restart", icon="RECOVER_LAST")
+        for action, icon in (("CHECK", "FILE_REFRESH"), ("STOP", "X"), ("RESTART", "RECOVER_LAST")):
+            row.operator("mam2.server", text=action.title(), icon=icon).action = action
 
 
 class MAM2_PT_compositor(_Main, bpy.types.Panel):
@@ -140,11 +139,4 @@ CLASSES = (MAM2_UL_keys, MAM2_UL_points, MAM2_PT_compositor, MAM2_PT_compositor_
            MAM2_PT_image_server)
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)
