@@ -152,9 +152,18 @@ def colour_and_masks():
     # an unsaved file: no place next to it, so Track asks for a folder (the file browser fills `directory`)
     bpy.ops.wm.read_homefile(use_empty=True)
     scene = bpy.context.scene
-    plate = bpy.data.images.load(os.path.join(cfg["plates"], "plate.1001.exr"))
-    plate.source = "SEQUENCE"
-    scene.mam2.address, scene.mam2.start_server, scene.mam2.image = cfg["address"], False, plate
+    scene.mam2.address, scene.mam2.start_server = cfg["address"], False
+    # Blender's Image > Open of all the plate's files: frames 1001-1006 become UDIM tiles
+    plates = cfg["plates"]
+    bpy.ops.image.open(filepath=os.path.join(plates, "plate.1001.exr"), directory=plates,
+                       files=[{"name": f"plate.{f}.exr"} for f in range(1001, 1007)])
+    scene.mam2.image = next(i for i in bpy.data.images if i.source == "TILED")
+    report["udim"] = run(bpy.ops.mam2.track) + [scene.mam2.status]
+    # MAM2's Open Plate, from any frame of it: the sequence, and a node with Image > Open's mapping
+    report["open_plate"] = run(bpy.ops.mam2.open_plate, filepath=os.path.join(plates, "plate.1003.exr"))
+    tree = addon.nodes.compositor_tree(scene)
+    report["opened"] = [scene.mam2.image.source, os.path.basename(scene.mam2.image.filepath),
+                        node_state(tree.nodes[scene.mam2.plate_node])]
     add_key(1, box=cfg["box"])
     report["unsaved"] = run(bpy.ops.mam2.track) + [scene.mam2.status]
     folder = os.path.join(cfg["work"], "chosen")

@@ -227,6 +227,11 @@ def test_colour_space_and_mask_keys_reach_the_server(blender, addons, plates, se
             outside[rows.start - 2:rows.stop + 2, cols.start - 2:cols.stop + 2] = False
         assert mask[outside].max() == 0.0, f
     assert masks[1001][animated].min() == 1.0 and masks[1004][animated].max() == 0.0
+    # a plate Blender opened as UDIM tiles is refused with the way out; MAM2's Open Plate makes the sequence
+    assert r["udim"][0] == ["RAISED"] and "opened as UDIM tiles" in r["udim"][2], r["udim"]
+    assert r["open_plate"] == [["FINISHED"], ""]
+    assert r["opened"] == ["SEQUENCE", "plate.1001.exr", {"name": "MAM2 Plate", "timing": [1, 1000, 6, False],
+                                                          "image": "plate.1001.exr"}]
     # an unsaved .blend: Track asks for a folder, and the chosen one is used as it was given
     assert r["unsaved"][0] == ["RAISED"] and "not saved" in r["unsaved"][2], r["unsaved"]
     folder = str(tmp_path / "chosen")

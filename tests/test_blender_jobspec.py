@@ -117,19 +117,20 @@ def test_build_job_sends_every_key_in_file_frames(jobspec, plates):
             jobspec.KeyValues(1010, box=BOX))  # 1010: not on the plate, not sent
     job = jobspec.build_job(values(jobspec, plates, keys=keys, colorspace="ACEScg"))
     assert (job.first, job.last, job.width, job.height) == (1001, 1006, W, H)
-    assert [k.frame for k in job.keys] == [1004, 1001] and job.prompt == job.keys[0]
-    assert job.keys[0].points == ((20.0, 40.0, 1), (5.0, 5.0, 0)) and job.keys[1].box == BOX
+    assert [k.frame for k in job.keyframes] == [1004, 1001] and job.prompt == job.keyframes[0]
+    assert job.keyframes[0].points == ((20.0, 40.0, 1), (5.0, 5.0, 0)) and job.keyframes[1].box == BOX
     assert job.colorspace == "ACEScg" and job.plates[1006] == str(plates / "plate.1006.exr")
     assert job.output_pattern == str(plates / "shots" / "mam2" / job.shot / "alpha.%04d.exr")
     part = jobspec.build_job(values(jobspec, plates, use_image_range=False, frame_first=2, frame_last=4, keys=keys))
     assert (part.first, part.last, sorted(part.plates)) == (1002, 1004, [1002, 1003, 1004])
-    assert [k.frame for k in part.keys] == [1004] and part.shot != job.shot
+    assert [k.frame for k in part.keyframes] == [1004] and part.shot != job.shot
 
 
 @pytest.mark.parametrize("change, expected", [
     (dict(image_path=""), "no plate"),
     (dict(image_source="MOVIE"), "is a movie"),
     (dict(image_source="FILE"), "set the Image's Source to Image Sequence"),
+    (dict(image_source="TILED"), "opened as UDIM tiles"),
     (dict(image_path="/nowhere/plate.1001.exr"), "no files on disk match"),
     (dict(timing=None), "plays no frames"),
     (dict(timing="long"), "2 plate files of 1001-1008 are missing"),
@@ -164,6 +165,7 @@ def test_keys_sync_with_the_server_masks_are_flipped_and_the_colour_space_goes_a
         shot_dir = server.cache_dir / "shots" / job.shot
         stored = read_image(shot_dir / "prompts" / "1004.mask.exr").pixels[..., 0]
         np.testing.assert_array_equal(stored, mask[::-1])  # top row first on the wire
+        assert core.ShotPrompt(FIRST, None, mask="/r/m.exr").server_mask() == "/r/m.exr"  # a file: as it is
         manifest = json.loads((shot_dir / "shot.json").read_text())
         assert manifest["colorspace"] == "ACEScg" and [p["frame"] for p in manifest["prompts"]] == [1001, 1004]
 

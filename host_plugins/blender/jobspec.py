@@ -93,7 +93,6 @@ class KeyValues:
     box: tuple[float, float, float, float] | None = None  # (left, bottom, right, top)
     points: tuple[tuple[float, float, int], ...] = ()
     mask: Any = None  # the Mask datablock rasterised on this frame: (H, W) float, bottom row first
-    mask_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -193,6 +192,9 @@ def plate_sequence(values: PanelValues) -> tuple[str, list[int]]:
     """The plates' `####` pattern and the frames found on disk; Refused for what the server cannot read."""
     if not values.image_path:
         raise Refused("no plate: open the plate (an EXR image sequence) in the MAM2 panel")
+    if values.image_source == "TILED":
+        raise Refused(f"the plate '{values.image_name}' was opened as UDIM tiles (frames numbered from 1001 look "
+                      "like tiles): open it with MAM2's Open Plate, or uncheck UDIM Tiles in Image > Open")
     if values.image_source != "SEQUENCE":
         hint = (" (set the Image's Source to Image Sequence)" if values.image_source == "FILE"
                 and _LAST_DIGITS.match(os.path.basename(values.image_path)) else "")
@@ -238,7 +240,7 @@ def build_job(values: PanelValues) -> core.TrackJob:
     pattern, on_disk = plate_sequence(values)
     first, last = file_range(values)
     plates = {f: core.frame_path(pattern, f) for f in range(first, last + 1)}
-    missing = [f for f in plates if f not in set(on_disk)]
+    missing = sorted(set(plates) - set(on_disk))
     if missing:
         raise Refused(f"{len(missing)} plate files of {first}-{last} are missing, e.g. {plates[missing[0]]}")
     width, height = exr_size(plates[first])
@@ -255,5 +257,5 @@ def build_job(values: PanelValues) -> core.TrackJob:
     folder = absolute(output_folder(values.output_dir, shot), values.blend_dir)
     return core.TrackJob(address=address, start_server=values.start_server, engine=values.engine, shot=shot,
                          first=first, last=last, width=width, height=height, plates=plates, prompt=keys[0],
-                         output_pattern=os.path.join(folder, ALPHA_NAME), keys=keys, colorspace=colorspace,
+                         output_pattern=os.path.join(folder, ALPHA_NAME), keyframes=keys, colorspace=colorspace,
                          server_command=values.server_command)

@@ -16,7 +16,6 @@ from .jobspec import PlateTiming, sequence_frames, sequence_pattern
 PLATE_NODE = "MAM2 Plate"
 ALPHA_NODE = "MAM2 Alpha"
 SET_ALPHA_NODE = "MAM2 Set Alpha"
-OURS = (PLATE_NODE, ALPHA_NODE, SET_ALPHA_NODE)
 NEW_API = "compositing_node_group" in bpy.types.Scene.bl_rna.properties  # Blender 5.0+
 
 

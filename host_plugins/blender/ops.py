@@ -158,7 +158,7 @@ def panel_values(scene, image, node) -> PanelValues:
     keys = tuple(KeyValues(
         frame=k.frame, box=(*k.box_min, *k.box_max) if k.use_box else None,
         points=tuple((float(p.co[0]), float(p.co[1]), int(p.label == "FG")) for p in k.points),
-        mask=rasters.get(k.frame), mask_name=k.mask.name if k.mask else "") for k in s.keys)
+        mask=rasters.get(k.frame)) for k in s.keys)
     blend = bpy.data.filepath
     return PanelValues(
         address=s.address, start_server=s.start_server, engine=s.engine, server_command=server_command(),

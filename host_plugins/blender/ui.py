@@ -42,7 +42,7 @@ class _Main(_Sidebar):
 
     def draw(self, context):
         s, layout = context.scene.mam2, self.layout
-        layout.template_ID(s, "image", open="image.open")
+        layout.template_ID(s, "image", open="mam2.open_plate")
         timing = nodes.scene_timing(context.scene)
         if timing is not None:
             node = nodes.plate_node(nodes.compositor_tree(context.scene, create=False), s.image, s.plate_node)

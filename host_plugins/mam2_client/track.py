@@ -38,7 +38,8 @@ class ShotPrompt:
 
     box: (x, y, r, t) (left, bottom, right, top, as Nuke's BBox_Knob holds it) or None;
     points: (x, y, label), label 1 = fg, 0 = bg;
-    mask: None or a (height, width) float array (numpy), bottom row first like the host's pixels.
+    mask: None, a (height, width) float array (numpy) with the bottom row first like the host's pixels,
+    or the path of a one-channel EXR the host rendered (rows top-down, as files are).
     """
 
     frame: int
@@ -52,7 +53,7 @@ class ShotPrompt:
             raise PromptError(f"prompt frame {self.frame} is outside the tracked range {first}-{last}")
         if self.box is None and not self.points and self.mask is None:
             raise PromptError("no prompt: enable the box or at least one foreground point")
-        if self.mask is not None:
+        if self.mask is not None and not isinstance(self.mask, str):
             shape = tuple(getattr(self.mask, "shape", ()))
             if shape != (height, width):
                 raise PromptError(f"the mask on frame {self.frame} is {shape}, not the {width}x{height} frame")
@@ -81,9 +82,9 @@ class ShotPrompt:
         return box, [(x, height - y, label) for x, y, label in self.points]
 
     def server_mask(self):
-        """The mask with the top row first, as the protocol wants (None without a mask)."""
-        if self.mask is None:
-            return None
+        """The mask with the top row first, as the protocol wants (a file path as it is; None without)."""
+        if self.mask is None or isinstance(self.mask, str):
+            return self.mask
         return self.mask[::-1].astype("float32").copy()
 
 
@@ -105,7 +106,7 @@ class TrackJob:
     retrack: bool = False  # keep the server's frames when it has them all; add this keyframe
     # Every keyframe of the shot, for hosts that keep a key list: the server's other keyframes are
     # removed (remove_prompt) and these are (re)sent; an unchanged key keeps its cached frames.
-    keys: tuple[ShotPrompt, ...] = ()
+    keyframes: tuple[ShotPrompt, ...] = ()
     colorspace: str | None = None  # the plates' colour space (OCIO name); None: the server's default
     server_command: tuple[str, ...] = ()  # how to start `mam2` (else launcher.server_command())
 
@@ -180,10 +181,10 @@ def run_job(job: TrackJob, cancel: threading.Event, progress: Progress,
         if cancel.is_set():
             result.cancelled = True
             return result
-        if job.keys:
-            for frame in sorted(set(opened["keyframes"]) - {key.frame for key in job.keys}):
+        if job.keyframes:
+            for frame in sorted(set(opened["keyframes"]) - {key.frame for key in job.keyframes}):
                 client.remove_prompt(job.shot, frame)
-        for key in job.keys or (job.prompt,):
+        for key in job.keyframes or (job.prompt,):
             box, points = key.to_server(job.height)
             client.add_prompt(job.shot, key.frame, box=box, points=points, mask=key.server_mask())
 
