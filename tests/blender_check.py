@@ -24,7 +24,8 @@ if CFG.get("hide_venv_modules"):
 import bpy  # noqa: E402
 
 from bpy_support import (add_key, alpha_files, alpha_folder, cfg, disable_addon, draw_panel, file_digests,  # noqa: E402
-                         links_into, load_addon, node_state, pump_until, render, report, run, set_up_shot)
+                         links_into, load_addon, node_state, play_draw_prompt, pump_until, render, report, run,
+                         set_up_shot)
 
 cfg.update(CFG)
 SCENARIOS = {}
@@ -105,6 +106,13 @@ def keys_and_shots():
     viewport.add_point(key, (3.0, 4.0), foreground=False)
     report["drawn"] = [tuple(key.box_min), tuple(key.box_max), [(tuple(p.co), p.label) for p in key.points],
                        key.summary()]
+    # the modal operator itself, fed stand-in events: a drag from the lower left to the upper middle,
+    # a click, a Ctrl+click, on a frame with no key yet (file 1003)
+    report["draw_modal"] = play_draw_prompt(bpy.types.MAM2_OT_draw_prompt, 1003, [
+        ((0.25, 0.25), (0.5, 0.75), False), ((0.75, 0.5), (0.75, 0.5), False), ((0.125, 0.125), (0.125, 0.125), True)])
+    drawn = next(k for k in s.keys if k.frame == 1003)
+    report["draw_modal_key"] = [tuple(drawn.box_min), tuple(drawn.box_max),
+                                [(tuple(p.co), p.label) for p in drawn.points]]
     report["panels"] = {name: draw_panel(name, space) for name, space in (
         ("MAM2_PT_compositor", "NODE_EDITOR"), ("MAM2_PT_image", "IMAGE_EDITOR"),
         ("MAM2_PT_compositor_server", "NODE_EDITOR"))}

@@ -224,3 +224,34 @@ def draw_panel(panel_type: str, space_type: str) -> list:
         type=space_type, tree_type="CompositorNodeTree"))
     getattr(bpy.types, panel_type).draw(panel, context)
     return log
+
+
+def play_draw_prompt(op_type, file_frame: int, strokes) -> list:
+    """Drive the Draw Prompt modal operator with stand-in events, as the Image Editor would send them.
+
+    The image region sits at (100, 50), 200x120 pixels, showing the whole image; `strokes` are
+    (press, release, ctrl) in image-region 0..1 coordinates. Returns the modal's return values."""
+    from types import SimpleNamespace as NS
+    region = NS(type="WINDOW", x=100, y=50, width=200, height=120,
+                view2d=NS(region_to_view=lambda x, y: (x / 200, y / 120)))
+    sidebar = NS(type="UI", x=300, y=50, width=80, height=120, view2d=NS(region_to_view=lambda x, y: (0.0, 0.0)))
+    scene = bpy.context.scene
+    context = NS(scene=scene, region=sidebar, area=NS(regions=[sidebar, region], tag_redraw=lambda: None),
+                 space_data=NS(type="IMAGE_EDITOR", image=scene.mam2.image, image_user=NS(frame_current=file_frame)),
+                 window_manager=NS(modal_handler_add=lambda op: None), workspace=NS(status_text_set=lambda t: None))
+
+    class Op:  # the operator's own functions on a plain object (bpy makes operator instances itself)
+        invoke, modal, _inside, _pixel = op_type.invoke, op_type.modal, op_type._inside, op_type._pixel
+
+    def event(kind, value, u, v, ctrl=False):
+        return NS(type=kind, value=value, mouse_x=100 + u * 200, mouse_y=50 + v * 120, ctrl=ctrl)
+
+    op = Op()
+    out = [op.invoke(context, event("LEFTMOUSE", "PRESS", 0.5, 0.5))]
+    for (u0, v0), (u1, v1), ctrl in strokes:
+        out.append(op.modal(context, event("LEFTMOUSE", "PRESS", u0, v0, ctrl)))
+        out.append(op.modal(context, event("MOUSEMOVE", "NOTHING", (u0 + u1) / 2, (v0 + v1) / 2, ctrl)))
+        out.append(op.modal(context, event("LEFTMOUSE", "RELEASE", u1, v1, ctrl)))
+    out.append(op.modal(context, event("WHEELUPMOUSE", "PRESS", 0.5, 0.5)))
+    out.append(op.modal(context, event("RET", "PRESS", 0.5, 0.5)))
+    return [sorted(o) for o in out]

@@ -175,6 +175,11 @@ def test_each_key_keeps_its_own_prompt_and_the_shot_belongs_to_the_scene(blender
     # the Image Editor's drag (corners in any order, clamped to the frame) and clicks
     assert r["drawn"] == [[W / 4, H * 3 / 4], [W * 3 / 4, H], [[[W / 2, H / 2], "FG"], [[3.0, 4.0], "BG"]],
                           "box, 2 pt"]
+    assert r["draw_modal"] == [["RUNNING_MODAL"]] * 10 + [["PASS_THROUGH"], ["FINISHED"]]
+    # the key made on file frame 1003 (a copy of its nearest, then drawn over): box, then + fg, + bg points
+    box_min, box_max, points = r["draw_modal_key"]
+    assert box_min == [W / 4, H / 4] and box_max == [W / 2, H * 3 / 4], r["draw_modal_key"]
+    assert points[-2:] == [[[W * 3 / 4, H / 2], "FG"], [[W / 8, H / 8], "BG"]], points
     # the panels (drawn with a stand-in layout: every property, operator and icon they name exists)
     compositor, image, server_panel = (r["panels"][n] for n in ("MAM2_PT_compositor", "MAM2_PT_image",
                                                                  "MAM2_PT_compositor_server"))

@@ -34,7 +34,7 @@ def add_point(key, at: tuple[float, float], foreground: bool) -> None:
 
 
 def _dragged(press, event) -> bool:
-    return max(abs(event.mouse_region_x - press[0]), abs(event.mouse_region_y - press[1])) >= CLICK_PX
+    return max(abs(event.mouse_x - press[0]), abs(event.mouse_y - press[1])) >= CLICK_PX
 
 
 def shown_file_frame(space) -> int:
@@ -93,11 +93,17 @@ class MAM2_OT_draw_prompt(bpy.types.Operator):
     def poll(cls, context):
         return _editor_shows_plate(context)
 
+    def _inside(self, event) -> bool:
+        r = self.region
+        return 0 <= event.mouse_x - r.x < r.width and 0 <= event.mouse_y - r.y < r.height
+
     def _pixel(self, context, event) -> tuple[float, float]:
-        u, v = context.region.view2d.region_to_view(event.mouse_region_x, event.mouse_region_y)
+        r = self.region  # the image's region: the button that started this sits in the sidebar's
+        u, v = r.view2d.region_to_view(event.mouse_x - r.x, event.mouse_y - r.y)
         return view_to_pixel(u, v, *context.space_data.image.size)
 
     def invoke(self, context, event):
+        self.region = next(r for r in context.area.regions if r.type == "WINDOW")
         self.frame = shown_file_frame(context.space_data)
         add_key(context.scene, self.frame)
         self.press = None
@@ -112,8 +118,8 @@ class MAM2_OT_draw_prompt(bpy.types.Operator):
             context.workspace.status_text_set(None)
             context.area.tag_redraw()
             return {"FINISHED"}
-        if event.type == "LEFTMOUSE" and event.value == "PRESS":
-            self.press = (event.mouse_region_x, event.mouse_region_y, self._pixel(context, event))
+        if event.type == "LEFTMOUSE" and event.value == "PRESS" and self._inside(event):
+            self.press = (event.mouse_x, event.mouse_y, self._pixel(context, event))
         elif event.type == "MOUSEMOVE" and self.press is not None:
             if _dragged(self.press, event):
                 set_box(key, self.press[2], self._pixel(context, event))
