@@ -16,9 +16,11 @@ import os
 import queue
 import shlex
 import threading
+import time
 from typing import Callable
 
 import bpy
+import zmq
 from bpy.app.handlers import persistent
 
 from . import masks, nodes
@@ -29,12 +31,14 @@ from .props import preferences
 
 log = logging.getLogger(__name__)
 POLL_S = 0.1
+QUIT_WAIT_S = 3.0  # how long quitting waits for the workers' last replies before cutting their sockets
 INLINE_IN_BACKGROUND = True
 
 
 class Task:
     """Work for a worker thread; `apply(item)` runs on the main thread for every item it posts and for
-    its result. Returning from the worker puts the result (or the exception) in the mailbox."""
+    its result. Returning from the worker puts the result (or the exception) in the mailbox. Its
+    sockets use its own zmq context, so quitting can end them (`detach_all`)."""
 
     def __init__(self, name: str, work: Callable[["Task"], object], apply: Callable[[object], None]) -> None:
         self.name, self._work, self._apply = name, work, apply
@@ -42,6 +46,8 @@ class Task:
         self.detached = False  # its file was closed: drain the mailbox, apply nothing
         self.done = False
         self.mailbox: queue.Queue = queue.Queue()
+        self.context = zmq.Context()
+        self._context_lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name=f"mam2-{name}", daemon=True)
         self.timer = self.poll  # one bound method, so that timers.is_registered/unregister find it
 
@@ -51,7 +57,15 @@ class Task:
         except Exception as exc:  # a bug must still reach the artist, not die in a thread
             log.exception("mam2: %s failed", self.name)
             result = exc
+        self.end_io()
         self.mailbox.put(_Done(result))
+
+    def end_io(self) -> None:
+        """Terminate the task's zmq context: blocking calls in the worker raise ETERM; returns once the
+        worker has closed its sockets (either thread may call it)."""
+        with self._context_lock:
+            if not self.context.closed:
+                self.context.term()
 
     def post(self, item) -> None:
         self.mailbox.put(item)
@@ -105,19 +119,30 @@ def pump() -> None:
             bpy.app.timers.unregister(task.timer)
 
 
-def detach_all(send_cancel: bool = False) -> None:
-    """Stop applying every task's results (their file is closing) and cancel the runs."""
-    for task in list(tasks.values()):
+def detach_all(quitting: bool = False) -> None:
+    """Stop applying every task's results (their file is closing) and cancel the runs. Quitting (or
+    disabling the add-on) also cancels them on the server and ends the workers: a worker still
+    holding a socket would keep Blender from exiting."""
+    running = list(tasks.values())
+    for task in running:
         task.cancel.set()
         task.detached = True
         _detached.add(task)
         job = getattr(task, "job", None)
-        if send_cancel and job is not None:  # Blender is quitting: the worker thread dies with it
+        if quitting and job is not None:
             try:
-                Client(job.address, timeout=1.0, retries=1).cancel(shot=job.shot, wait=1.0)
+                with Client(job.address, timeout=1.0, retries=1) as client:
+                    client.cancel(shot=job.shot, wait=1.0)
             except MAM2Error:
                 pass
     tasks.clear()
+    if quitting:  # no worker may outlive this: a live thread at exit hangs Blender 4.5
+        deadline = time.monotonic() + QUIT_WAIT_S
+        for task in running + list(_detached):
+            task.thread.join(max(0.0, deadline - time.monotonic()))
+            if task.thread.is_alive():
+                task.end_io()
+                task.thread.join(QUIT_WAIT_S)
     try:
         bpy.context.window_manager.progress_end()
     except (AttributeError, RuntimeError):
@@ -191,7 +216,7 @@ class Run(Task):
 
     def _track(self, task: Task) -> core.JobResult:
         return core.run_job(self.job, self.cancel, lambda text, percent: self.post((text, percent)),
-                            on_written=lambda frame: self.post(frame))
+                            on_written=lambda frame: self.post(frame), context=self.context)
 
     def _apply_item(self, item) -> None:
         scene = find_scene(self.name)
@@ -354,7 +379,7 @@ def unregister() -> None:
     """Also what quitting does (Blender disables its add-ons): the runs are cancelled on the server."""
     if _on_load_pre in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(_on_load_pre)
-    detach_all(send_cancel=True)
+    detach_all(quitting=True)
     for task in list(_detached):
         if bpy.app.timers.is_registered(task.timer):
             bpy.app.timers.unregister(task.timer)

@@ -44,35 +44,35 @@ def _start(name: str, address: str, work) -> bool:
         report_from_timer("ERROR" if isinstance(result, Exception) else "INFO", f"MAM2 server: {text}")
         redraw()
 
-    Task(key, lambda task: work(), apply).start()
+    Task(key, lambda task: work(task.context), apply).start()
     _seen[address] = f"{name}..."
     return True
 
 
-def _check(address: str) -> str:
+def _check(address: str, context) -> str:
     try:
-        with Client(address, timeout=2.0, retries=1) as client:
+        with Client(address, timeout=2.0, retries=1, context=context) as client:
             return ("Started here: " if launcher.started_server(address) else "Running (not started here): ") \
                 + _describe(client)
     except MAM2Error:
         return "Not answering"
 
 
-def _stop(address: str) -> str:
+def _stop(address: str, _context) -> str:  # stop_server asks with a client of its own
     return "Stopped" if launcher.stop_server(address) else "Not started here: stop it where it runs"
 
 
-def _restart(address: str, serve_args: tuple[str, ...], command: tuple[str, ...]) -> str:
+def _restart(address: str, serve_args: tuple[str, ...], command: tuple[str, ...], context) -> str:
     if launcher.started_server(address) is None:
         try:
-            with Client(address, timeout=1.0, retries=1) as client:
+            with Client(address, timeout=1.0, retries=1, context=context) as client:
                 client.hello()
             return "Running, but not started here: restart it where it runs"
         except MAM2Error:
             pass
     try:
         extra = {"command": command} if command else {}
-        with launcher.restart_server(address, serve_args=serve_args, **extra) as client:
+        with launcher.restart_server(address, serve_args=serve_args, context=context, **extra) as client:
             return "Restarted: " + _describe(client)
     except MAM2Error as exc:
         return f"Could not start it: {exc}"

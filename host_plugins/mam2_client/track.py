@@ -156,10 +156,13 @@ def write_atomic(path: str, data: bytes | memoryview) -> None:
 
 
 def run_job(job: TrackJob, cancel: threading.Event, progress: Progress,
-            on_written: Callable[[int], None] | None = None) -> JobResult:
+            on_written: Callable[[int], None] | None = None, context=None) -> JobResult:
     """Track (or re-track) one shot on the server and write its alphas. Runs on a worker thread.
 
-    on_written(frame) is called after each alpha file is written (a live preview).
+    on_written(frame) is called after each alpha file is written (a live preview). context: a
+    zmq.Context for this job's sockets (default pyzmq's shared one); a host that quits mid-run
+    terminates it, which ends the job's blocking calls (an interpreter cannot finalise while a
+    thread holds a socket of a live context).
     Never raises for server/prompt problems: they come back in JobResult.error.
     """
     result = JobResult()
@@ -168,7 +171,7 @@ def run_job(job: TrackJob, cancel: threading.Event, progress: Progress,
         serve_args = ("--engine", job.engine) if job.engine != ENGINE_DEFAULT else ()
         progress(f"connecting to {job.address}", 0)
         client = ensure_server(job.address, start=job.start_server, serve_args=serve_args,
-                               command=job.server_command or None)
+                               command=job.server_command or None, **({"context": context} if context else {}))
         engine = client.hello().get("engine", "")
         if job.engine != ENGINE_DEFAULT and engine != job.engine:
             result.warning = f"the server runs engine '{engine}', not '{job.engine}' (restart it to switch)"
