@@ -2,7 +2,7 @@
 """Set up MAM2 in ./.venv with one command (standard library only).
 
     python3 install.py            # runtime: torch (CPU), sam2, I/O, classic matting
-    python3 install.py --dev      # + test dependencies (and .venv-bpy for the Blender add-on tests);
+    python3 install.py --dev      # + test dependencies (and .venv-bpy, .venv-bpy45 for the Blender add-on tests);
                                   #   ray + openjd-cli for the farm tests: ~80 MB download, ~270 MB, no torch
     python3 install.py --cuda     # torch from PyPI's default (CUDA) build instead of the CPU wheel
 
@@ -29,11 +29,16 @@ SAM2 = "sam2==1.1.0"
 # sam2's runtime imports, minus torchvision (only its image predictor and mask
 # generator need it, and the matching wheel is a CUDA build that cannot import here).
 SAM2_DEPS = ["hydra-core>=1.3.2", "iopath>=0.1.10", "pillow>=9.4.0", "tqdm>=4.66.1"]
-# Blender as a Python module for tests/test_blender_adapter.py: its own venv, as bpy pins
-# Python 3.11 and numpy<2 (the main venv has numpy 2). Optional: the tests skip without it.
+# Blender as a Python module for tests/test_blender_*.py: its own venvs, as bpy pins Python 3.11
+# and numpy<2 (the main venv has numpy 2); 5.0 and the 4.5 LTS (the old compositor API).
+# Optional: the tests skip without them.
 BPY_VENV = ROOT / ".venv-bpy"
 BPY = "bpy==5.0.1"
-BPY_DEPS = [BPY, "pyzmq", "msgpack"]
+BPY45_VENV = ROOT / ".venv-bpy45"
+BPY45 = "bpy==4.5.15"
+# The extension's wheels for Linux and Blender's Python 3.11, so that the packaging test builds offline.
+BPY_WHEELS = BPY_VENV / "wheels"
+EXTENSION_WHEELS = ["pyzmq", "msgpack"]
 
 
 class StepFailed(RuntimeError):
@@ -55,12 +60,13 @@ def installed_version(python: Path, dist: str) -> str | None:
     return out.stdout.strip() or None
 
 
-def blender_test_venv(env_dir: Path = BPY_VENV) -> None:
+def blender_test_venv(env_dir: Path = BPY_VENV, bpy: str = BPY) -> None:
     """Create `env_dir` with bpy + pyzmq + msgpack; on failure warn and go on (never raises)."""
     python = env_dir / "bin" / "python"
-    if python.exists() and all(installed_version(python, d.split("==")[0]) for d in BPY_DEPS) \
-            and installed_version(python, "bpy") == BPY.split("==")[1]:
-        print(f"[install] {BPY} already installed in {env_dir}", flush=True)
+    deps = [bpy, *EXTENSION_WHEELS]
+    if python.exists() and all(installed_version(python, d.split("==")[0]) for d in deps) \
+            and installed_version(python, "bpy") == bpy.split("==")[1]:
+        print(f"[install] {bpy} already installed in {env_dir}", flush=True)
         return
     python311 = sys.executable if sys.version_info[:2] == (3, 11) else shutil.which("python3.11")
     try:
@@ -69,11 +75,26 @@ def blender_test_venv(env_dir: Path = BPY_VENV) -> None:
         if not python.exists():
             step(f"virtual environment {env_dir.name} for the Blender add-on tests",
                  [python311, "-m", "venv", str(env_dir)])
-        step(f"Blender as a module ({BPY}, ~375 MB) for the Blender add-on tests",
-             [str(python), "-m", "pip", "install", "--disable-pip-version-check"] + BPY_DEPS)
+        step(f"Blender as a module ({bpy}, ~375 MB) for the Blender add-on tests",
+             [str(python), "-m", "pip", "install", "--disable-pip-version-check"] + deps)
     except (StepFailed, OSError) as exc:
-        print(f"[install] WARNING: no Blender test environment ({exc}); "
-              "tests/test_blender_adapter.py will be skipped", file=sys.stderr, flush=True)
+        print(f"[install] WARNING: no Blender test environment in {env_dir.name} ({exc}); "
+              "its Blender add-on tests will be skipped", file=sys.stderr, flush=True)
+
+
+def extension_wheels(python: Path, dest: Path = BPY_WHEELS) -> None:
+    """The Linux cp311 wheels `mam2 package blender` puts in the extension (for its offline test)."""
+    if dest.is_dir() and all(any(dest.glob(f"{name}-*.whl")) for name in EXTENSION_WHEELS):
+        print(f"[install] extension wheels already in {dest}", flush=True)
+        return
+    try:
+        step("the Blender extension's wheels (Linux, Python 3.11) for the packaging test",
+             [str(python), "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
+              "--implementation", "cp", "--platform", "manylinux_2_28_x86_64", "--python-version", "3.11",
+              "--dest", str(dest), *EXTENSION_WHEELS])
+    except (StepFailed, OSError) as exc:
+        print(f"[install] WARNING: no extension wheels ({exc}); the packaging test will be skipped",
+              file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         step("check the installation", [str(python), "-m", "mam2_server.cli", "--version"])
         if args.dev:
             blender_test_venv()
+            blender_test_venv(BPY45_VENV, BPY45)
+            extension_wheels(python)
     except StepFailed as exc:
         print(f"[install] FAILED: {exc}", file=sys.stderr)
         return 1

@@ -1,34 +1,24 @@
-"""MAM2 for Blender: track a matte with a MAM2 server from the Compositor's sidebar (tab "MAM2").
+"""MAM2 for Blender: mattes from box, point and Mask prompts with a MAM2 server (Compositor and Image Editor
+sidebars, tab "MAM2").
 
-Install as an extension (blender_manifest.toml, Blender 4.2+) or as a legacy add-on folder;
-needs `mam2_client` (beside this folder in the repo, in ./vendor when packaged) and pyzmq + msgpack.
+An extension (Blender 4.2-5.0): `mam2 package blender DIR` builds the zips, with the MAM2
+client vendored as `./mam2_client` and the pyzmq + msgpack wheels. The bpy modules are
+imported in `register`, so the bpy-free ones (jobspec) load in any Python.
 """
-import os
-import sys
 
-bl_info = {  # legacy add-on installs (Blender < 4.2, or a plain folder in scripts/addons)
-    "name": "MAM2 Matte",
-    "author": "MAM2",
-    "version": (0, 1, 0),
-    "blender": (4, 2, 0),
-    "location": "Compositor > Sidebar > MAM2",
-    "description": "Video matting with a MAM2 server: box/point prompts in, an alpha sequence back",
-    "category": "Compositing",
-}
+_MODULES = ("props", "ops", "server", "plate", "keys", "viewport", "ui")
 
-_here = os.path.dirname(os.path.abspath(__file__))
-for _path in (os.path.join(_here, "vendor"), os.path.dirname(_here)):  # packaged / repo checkout
-    if os.path.isdir(os.path.join(_path, "mam2_client")) and _path not in sys.path:
-        sys.path.append(_path)
 
-from . import ops, ui
+def _modules():
+    import importlib
+    return [importlib.import_module(f".{name}", __package__) for name in _MODULES]
 
 
 def register():
-    ui.register()
-    ops.register()
+    for module in _modules():
+        module.register()
 
 
 def unregister():
-    ops.unregister()
-    ui.unregister()
+    for module in reversed(_modules()):
+        module.unregister()

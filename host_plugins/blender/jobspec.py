@@ -1,23 +1,41 @@
-"""The Blender add-on's bpy-free half: panel values -> `mam2_client.track.TrackJob`.
+"""The Blender add-on's bpy-free half: plate timing, shot ids, output folders, panel values -> TrackJob.
 
-`ops.py` copies the scene's MAM2 properties into a `PanelValues` on the main thread;
-everything here is plain Python (tested without Blender in tests/test_blender_adapter.py).
-Frames are the numbers in the plate file names (scene frame N shows file N, as in Nuke);
-the compositor Image nodes are set up so that this holds (`image_user_frames`).
+`ops.py` copies the scene's MAM2 settings into a `PanelValues` on the main thread; everything
+here is plain Python (tested without Blender in tests/test_blender_jobspec.py).
+
+Frames: the server and the keys use the numbers in the plate's file names ("file frames");
+the artist sees scene frames. The plate's compositor Image node maps one to the other
+(`PlateTiming`); Image > Open of plate.1001-1006.exr shows file 1001 on scene frame 1.
 """
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import re
 import struct
 from dataclasses import dataclass
+from typing import Any
 
-from mam2_client import track as core
+from .mam2_client import track as core
 
-HOST = "blender"
 # Blender's rule for an image sequence: the last run of digits in the file name is the frame.
 _LAST_DIGITS = re.compile(r"^(.*?)(\d+)(\D*)$")
+DEFAULT_OUTPUT = "//mam2/"  # next to the .blend, stored relative
+ALPHA_NAME = "alpha.%04d.exr"
+# Blender's colour space names -> the OCIO (ACES studio / OIIO built-in config) names the server
+# knows; other names (a studio $OCIO in Blender) are sent as they are.
+OCIO_NAMES = {
+    "Linear Rec.709": "Linear Rec.709 (sRGB)",
+    "Linear Rec.2020": "Linear Rec.2020",
+    "Linear DCI-P3 D65": "Linear P3-D65",
+    "Linear P3-D65": "Linear P3-D65",
+    "Linear CIE-XYZ D65": "CIE XYZ-D65 - Scene-referred",
+    "ACEScg": "ACEScg",
+    "ACES2065-1": "ACES2065-1",
+    "sRGB": "sRGB Encoded Rec.709 (sRGB)",
+    "Non-Color": "Raw",
+}
 
 
 class Refused(Exception):
@@ -25,26 +43,78 @@ class Refused(Exception):
 
 
 @dataclass(frozen=True)
+class PlateTiming:
+    """How an Image node maps scene frames to file frames (Blender's image user).
+
+    start: the scene frame showing the sequence's first frame; offset: added to the frame
+    number (Image > Open of plate.1001.exr sets 1000); duration: frames played.
+    """
+
+    start: int
+    offset: int
+    duration: int
+    cyclic: bool = False
+
+    @classmethod
+    def opened(cls, first_file: int, count: int) -> "PlateTiming":
+        """What Image > Open sets for a sequence: its first file on scene frame 1."""
+        return cls(start=1, offset=first_file - 1, duration=count)
+
+    @property
+    def first(self) -> int:
+        """The first file frame played."""
+        return self.offset + 1
+
+    @property
+    def last(self) -> int:
+        return self.offset + self.duration
+
+    def file_frame(self, scene_frame: int) -> int | None:
+        """The file frame shown on `scene_frame` (None outside the node's frames unless cyclic)."""
+        if self.duration < 1:
+            return None
+        n = scene_frame - self.start
+        if self.cyclic:
+            n %= self.duration
+        elif not 0 <= n < self.duration:
+            return None
+        return n + 1 + self.offset
+
+    def scene_frame(self, file_frame: int) -> int:
+        """The (first) scene frame showing `file_frame`."""
+        return file_frame - self.offset - 1 + self.start
+
+
+@dataclass(frozen=True)
+class KeyValues:
+    """One keyframe of the panel: a file frame and its prompt (host pixels, origin bottom-left)."""
+
+    frame: int
+    box: tuple[float, float, float, float] | None = None  # (left, bottom, right, top)
+    points: tuple[tuple[float, float, int], ...] = ()
+    mask: Any = None  # the Mask datablock rasterised on this frame: (H, W) float, bottom row first
+
+
+@dataclass(frozen=True)
 class PanelValues:
-    """The MAM2 panel's properties as plain data (read on the main thread)."""
+    """The MAM2 settings of a scene as plain data (read on the main thread)."""
 
     address: str
     start_server: bool
     engine: str
+    server_command: tuple[str, ...]  # the add-on preference (empty: the launcher's search)
     image_path: str  # absolute path of the plate Image's file ("" when no image is set)
-    image_source: str  # the Image's source: SEQUENCE, FILE, MOVIE, ...
+    image_source: str  # SEQUENCE, FILE, MOVIE, ...
     image_name: str
+    colorspace: str  # the plate Image's colour space, as Blender names it
+    timing: PlateTiming | None  # the plate node's frame mapping
     use_image_range: bool
-    frame_first: int
+    frame_first: int  # scene frames, when not use_image_range
     frame_last: int
-    prompt_frame: int
-    use_box: bool
-    box_min: tuple[float, float]  # pixels, origin bottom-left (Blender's and Nuke's convention)
-    box_max: tuple[float, float]
-    points: tuple[tuple[float, float, int], ...]  # enabled fg (1) / bg (0) points
-    output_dir: str
-    blend_file: str  # bpy.data.filepath ("" for an unsaved file)
-    scene: str
+    keys: tuple[KeyValues, ...]
+    output_dir: str  # as the artist typed it ("" = DEFAULT_OUTPUT)
+    blend_dir: str  # folder of the saved .blend ("" when unsaved)
+    shot_uuid: str
 
 
 def sequence_pattern(path: str) -> str:
@@ -90,25 +160,49 @@ def exr_size(path: str) -> tuple[int, int]:
     raise Refused(f"{path} has no displayWindow in its header")
 
 
-def image_user_frames(first: int, last: int) -> tuple[int, int, int]:
-    """(frame_start, frame_offset, frame_duration) for an Image node so that scene frame N shows file N."""
-    return first, first - 1, last - first + 1
+def shot_id(shot_uuid: str, width: int, height: int, first: int, last: int, colorspace: str | None) -> str:
+    """The server's shot id: the scene's UUID (stable across Save As and renames) plus a digest of what
+    the server fixes per shot, so that another size, range or colour space is another shot."""
+    digest = hashlib.sha1(f"{width}x{height}|{first}-{last}|{colorspace}".encode()).hexdigest()[:8]
+    return f"blender_{shot_uuid.replace('-', '')[:12]}_{digest}"
+
+
+def output_folder(output_dir: str, shot: str) -> str:
+    """The alpha folder as stored in the .blend: `//mam2/<shot>/` by default (relative stays relative)."""
+    base = output_dir.strip() or DEFAULT_OUTPUT
+    return f"{base.rstrip('/').rstrip(os.sep)}/{shot}/"
+
+
+def absolute(path: str, blend_dir: str) -> str:
+    """Resolve Blender's `//` (relative to the .blend) like bpy.path.abspath; Refused when unsaved."""
+    if not path.startswith("//"):
+        return os.path.normpath(path)
+    if not blend_dir:
+        raise Refused("the .blend is not saved, so the alphas have no place next to it: save the file or "
+                      "choose an output folder")
+    return os.path.normpath(os.path.join(blend_dir, path[2:]))
+
+
+def ocio_name(blender_name: str) -> str | None:
+    """The colour space name for `open_shot` (None: the server's default scene-linear Rec.709)."""
+    return OCIO_NAMES.get(blender_name, blender_name) if blender_name else None
 
 
 def plate_sequence(values: PanelValues) -> tuple[str, list[int]]:
     """The plates' `####` pattern and the frames found on disk; Refused for what the server cannot read."""
     if not values.image_path:
-        raise Refused("no input image: choose the plate (an EXR image sequence) in the MAM2 panel")
-    if values.image_source not in ("SEQUENCE", "FILE"):
-        raise Refused(f"the image '{values.image_name}' is a {values.image_source.lower()}: MAM2 reads EXR image "
-                      "sequences on disk; render or convert the plate to EXR first")
+        raise Refused("no plate: open the plate (an EXR image sequence) in the MAM2 panel")
+    if values.image_source == "TILED":
+        raise Refused(f"the plate '{values.image_name}' was opened as UDIM tiles (frames numbered from 1001 look "
+                      "like tiles): open it with MAM2's Open Plate, or uncheck UDIM Tiles in Image > Open")
+    if values.image_source != "SEQUENCE":
+        hint = (" (set the Image's Source to Image Sequence)" if values.image_source == "FILE"
+                and _LAST_DIGITS.match(os.path.basename(values.image_path)) else "")
+        raise Refused(f"the plate '{values.image_name}' is a {values.image_source.lower()}, not an image "
+                      f"sequence{hint}: MAM2 tracks EXR image sequences on disk")
     if not values.image_path.lower().endswith(".exr"):
-        raise Refused(f"the image '{values.image_name}' is not an EXR file ({values.image_path}): MAM2 reads "
+        raise Refused(f"the plate '{values.image_name}' is not an EXR file ({values.image_path}): MAM2 reads "
                       "scene-linear EXR sequences; convert the plate to EXR first")
-    if values.image_source == "FILE":  # one still: frame = the prompt frame
-        if not os.path.isfile(values.image_path):
-            raise Refused(f"the plate file {values.image_path} does not exist")
-        return values.image_path, []
     pattern = sequence_pattern(values.image_path)
     frames = sequence_frames(pattern)
     if not frames:
@@ -116,33 +210,52 @@ def plate_sequence(values: PanelValues) -> tuple[str, list[int]]:
     return pattern, frames
 
 
-def build_job(values: PanelValues, *, retrack: bool, current_frame: int) -> core.TrackJob:
-    """The TrackJob for 'Track' (prompt on `prompt_frame`) or 'Re-track' (prompt on the current frame)."""
-    pattern, frames = plate_sequence(values)
-    if values.use_image_range and frames:
-        first, last = frames[0], frames[-1]
-    elif frames or values.image_source == "SEQUENCE":
-        first, last = values.frame_first, values.frame_last
-    else:  # a single EXR file
-        first = last = current_frame if retrack else values.prompt_frame
-    if last < first:
-        raise Refused(f"the frame range {first}-{last} is empty")
-    plates = {f: core.frame_path(pattern, f) if frames else pattern for f in range(first, last + 1)}
-    missing = [f for f, p in plates.items() if not os.path.isfile(p)]
+def file_range(values: PanelValues) -> tuple[int, int]:
+    """The tracked file frames: the plate node's, or the panel's scene-frame range converted."""
+    timing = values.timing
+    if timing is None or timing.duration < 1:
+        raise Refused("the plate node plays no frames (its Frames setting is 0)")
+    if values.use_image_range:
+        return timing.first, timing.last
+    if values.frame_last < values.frame_first:
+        raise Refused(f"the frame range {values.frame_first}-{values.frame_last} is empty")
+    ends = [timing.file_frame(f) for f in (values.frame_first, values.frame_last)]
+    if None in ends or ends[1] < ends[0]:
+        raise Refused(f"scene frames {values.frame_first}-{values.frame_last} are not all on the plate node, "
+                      f"which plays scene frames {timing.start}-{timing.start + timing.duration - 1}")
+    return ends[0], ends[1]
+
+
+def _prompt(key: KeyValues, timing: PlateTiming, width: int, height: int, first: int, last: int) -> core.ShotPrompt:
+    prompt = core.ShotPrompt(frame=key.frame, box=key.box, points=key.points, mask=key.mask)
+    try:
+        prompt.validate(width, height, first, last)
+    except core.PromptError as exc:
+        raise Refused(f"key on scene frame {timing.scene_frame(key.frame)} (file {key.frame}): {exc}") from None
+    return prompt
+
+
+def build_job(values: PanelValues) -> core.TrackJob:
+    """The TrackJob for Track: every key inside the tracked range, the plates, where the alphas go."""
+    pattern, on_disk = plate_sequence(values)
+    first, last = file_range(values)
+    plates = {f: core.frame_path(pattern, f) for f in range(first, last + 1)}
+    missing = sorted(set(plates) - set(on_disk))
     if missing:
         raise Refused(f"{len(missing)} plate files of {first}-{last} are missing, e.g. {plates[missing[0]]}")
     width, height = exr_size(plates[first])
-    box = None
-    if values.use_box:
-        box = (*values.box_min, *values.box_max)
-    prompt = core.ShotPrompt(frame=current_frame if retrack else values.prompt_frame, box=box,
-                             points=values.points)
-    prompt.validate(width, height, first, last)
+    inside = [k for k in values.keys if first <= k.frame <= last]
+    if not inside:
+        raise Refused("no keyframe: go to a frame of the plate and add a key (a box, points or a Mask)"
+                      if not values.keys else f"no keyframe inside the tracked file frames {first}-{last}")
+    keys = tuple(_prompt(k, values.timing, width, height, first, last) for k in inside)
     address = values.address.strip()
     if not address:
         raise Refused("the server address is empty (e.g. tcp://127.0.0.1:5557)")
-    shot = core.shot_id(HOST, values.blend_file or "untitled", f"{values.scene}/{values.image_name}", width,
-                        height, first, last)
+    colorspace = ocio_name(values.colorspace)
+    shot = shot_id(values.shot_uuid, width, height, first, last, colorspace)
+    folder = absolute(output_folder(values.output_dir, shot), values.blend_dir)
     return core.TrackJob(address=address, start_server=values.start_server, engine=values.engine, shot=shot,
-                         first=first, last=last, width=width, height=height, plates=plates, prompt=prompt,
-                         output_pattern=core.alpha_pattern(values.output_dir, shot), retrack=retrack)
+                         first=first, last=last, width=width, height=height, plates=plates, prompt=keys[0],
+                         output_pattern=os.path.join(folder, ALPHA_NAME), keyframes=keys, colorspace=colorspace,
+                         server_command=values.server_command)

@@ -1,114 +1,281 @@
-"""MAM2 operators: Track, Re-track from the current frame, Cancel; the worker/timer plumbing.
+"""MAM2 Track and Cancel, and the worker/timer plumbing every background task of the add-on uses.
 
-bpy is touched only on the main thread: an operator copies the panel into a `TrackJob`,
-a worker thread runs `mam2_client.track.run_job` (all network I/O) and posts progress
-and its result on a queue, and a `bpy.app.timers` callback drains that queue, updates the
-status/progress and wires the alphas into the compositor. Background Blender (`-b`, or bpy
-as a module) has no event loop to run timers, so there the job runs inline, as Nuke's
-adapter does for `nuke -t` (tests set INLINE_IN_BACKGROUND = False and call `pump`).
+bpy is touched only on the main thread: an operator copies the scene's settings into a
+`TrackJob`, a worker thread runs `mam2_client.track.run_job` (all network I/O) and posts
+progress, written frames and its result on a queue, and a persistent `bpy.app.timers`
+callback drains that queue: it updates the status, wires the alpha node at the first
+written frame and reloads it as more arrive (a live preview), and finishes the run.
+File > New/Open cancels the runs of the file being closed. Background Blender (`-b`, bpy as
+a module) has no event loop to run timers, so there Track runs inline (tests set
+INLINE_IN_BACKGROUND = False and call `pump`).
 """
 from __future__ import annotations
 
 import logging
 import os
 import queue
+import shlex
 import threading
+import time
+from typing import Callable
 
 import bpy
-from mam2_client import track as core
+import zmq
+from bpy.app.handlers import persistent
 
-from . import nodes
-from .jobspec import PanelValues, Refused, build_job
-from .ui import BG_POINTS, FG_POINTS
+from . import masks, nodes
+from .jobspec import KeyValues, PanelValues, Refused, absolute, build_job, exr_size, output_folder
+from .mam2_client import Client, MAM2Error
+from .mam2_client import track as core
+from .props import preferences
 
 log = logging.getLogger(__name__)
 POLL_S = 0.1
+QUIT_WAIT_S = 3.0  # how long quitting waits for the workers' last replies before cutting their sockets
 INLINE_IN_BACKGROUND = True
 
 
-class _Run:
-    """One job in flight for a scene: the worker thread, its cancel flag and its mailbox."""
+class Task:
+    """Work for a worker thread; `apply(item)` runs on the main thread for every item it posts and for
+    its result. Returning from the worker puts the result (or the exception) in the mailbox. Its
+    sockets use its own zmq context, so quitting can end them (`detach_all`)."""
 
-    def __init__(self, scene: str, image: str, job: core.TrackJob) -> None:
-        self.scene, self.image, self.job = scene, image, job
+    def __init__(self, name: str, work: Callable[["Task"], object], apply: Callable[[object], None]) -> None:
+        self.name, self._work, self._apply = name, work, apply
         self.cancel = threading.Event()
+        self.detached = False  # its file was closed: drain the mailbox, apply nothing
+        self.done = False
         self.mailbox: queue.Queue = queue.Queue()
-        self.thread = threading.Thread(target=self._work, name=f"mam2-{job.shot}", daemon=True)
+        self.context = zmq.Context()
+        self._context_lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name=f"mam2-{name}", daemon=True)
         self.timer = self.poll  # one bound method, so that timers.is_registered/unregister find it
 
-    def _work(self) -> None:  # worker thread: no bpy here
+    def _run(self) -> None:  # worker thread: no bpy here
         try:
-            result = core.run_job(self.job, self.cancel, lambda text, percent: self.mailbox.put((text, percent)))
+            result = self._work(self)
         except Exception as exc:  # a bug must still reach the artist, not die in a thread
-            log.exception("mam2: job failed")
-            result = core.JobResult(error=f"internal error: {exc!r}")
-        self.mailbox.put(result)
+            log.exception("mam2: %s failed", self.name)
+            result = exc
+        self.end_io()
+        self.mailbox.put(_Done(result))
+
+    def end_io(self) -> None:
+        """Terminate the task's zmq context: blocking calls in the worker raise ETERM; returns once the
+        worker has closed its sockets (either thread may call it)."""
+        with self._context_lock:
+            if not self.context.closed:
+                self.context.term()
+
+    def post(self, item) -> None:
+        self.mailbox.put(item)
+
+    def drained(self) -> None:
+        """Main thread, after the mailbox was emptied (once per timer tick)."""
+
+    def start(self) -> None:
+        tasks[self.name] = self
+        self.thread.start()
+        bpy.app.timers.register(self.timer, first_interval=POLL_S, persistent=True)
 
     def poll(self):
-        """bpy.app.timers callback (main thread): show progress; apply the result when it is there."""
-        scene = bpy.data.scenes.get(self.scene)
+        """bpy.app.timers callback (main thread): apply what the worker posted."""
         while True:
             try:
                 item = self.mailbox.get_nowait()
             except queue.Empty:
+                if not self.detached:
+                    self.drained()
                 return POLL_S
-            if isinstance(item, core.JobResult):
-                _runs.pop(self.scene, None)
-                if scene is not None:
-                    level, text = _finish(scene, self.image, self.job, item)
-                    _report(level, text)
+            last = isinstance(item, _Done)
+            if last:
+                self.done = True
+                if tasks.get(self.name) is self:
+                    del tasks[self.name]
+                item = item.result
+            if not self.detached:
+                try:
+                    self._apply(item)
+                except Exception:  # the timer must survive a bad item, or the run never ends
+                    log.exception("mam2: applying %r failed", item)
+            if last:
+                _detached.discard(self)
                 return None
-            if scene is not None:
-                text, percent = item
-                scene.mam2.status, scene.mam2.progress = f"{text}", percent / 100
-                bpy.context.window_manager.progress_update(percent)
-                _redraw()
 
 
-_runs: dict[str, _Run] = {}  # scene name -> its running job
+class _Done:
+    def __init__(self, result) -> None:
+        self.result = result
+
+
+tasks: dict[str, Task] = {}  # task name (the shot UUID for runs) -> task in flight
+_detached: set[Task] = set()  # tasks of a closed file, still finishing
 
 
 def pump() -> None:
     """Run the pending timer callbacks once (what Blender's event loop does; for background tests)."""
-    for run in list(_runs.values()):
-        if run.timer() is None and bpy.app.timers.is_registered(run.timer):
-            bpy.app.timers.unregister(run.timer)
+    for task in list(tasks.values()) + list(_detached):
+        if task.timer() is None and bpy.app.timers.is_registered(task.timer):
+            bpy.app.timers.unregister(task.timer)
 
 
-def panel_values(scene) -> PanelValues:
+def detach_all(quitting: bool = False) -> None:
+    """Stop applying every task's results (their file is closing) and cancel the runs. Quitting (or
+    disabling the add-on) also cancels them on the server and ends the workers: a worker still
+    holding a socket would keep Blender from exiting."""
+    running = list(tasks.values())
+    for task in running:
+        task.cancel.set()
+        task.detached = True
+        _detached.add(task)
+        job = getattr(task, "job", None)
+        if quitting and job is not None:
+            try:
+                with Client(job.address, timeout=1.0, retries=1) as client:
+                    client.cancel(shot=job.shot, wait=1.0)
+            except MAM2Error:
+                pass
+    tasks.clear()
+    if quitting:  # no worker may outlive this: a live thread at exit hangs Blender 4.5
+        deadline = time.monotonic() + QUIT_WAIT_S
+        for task in running + list(_detached):
+            task.thread.join(max(0.0, deadline - time.monotonic()))
+            if task.thread.is_alive():
+                task.end_io()
+                task.thread.join(QUIT_WAIT_S)
+    try:
+        bpy.context.window_manager.progress_end()
+    except (AttributeError, RuntimeError):
+        pass
+
+
+@persistent
+def _on_load_pre(*_args) -> None:
+    detach_all()
+
+
+def find_scene(shot_uuid: str):
+    return next((s for s in bpy.data.scenes if hasattr(s, "mam2") and s.mam2.shot_uuid == shot_uuid), None)
+
+
+# -- Track ---------------------------------------------------------------------------------------
+
+def server_command() -> tuple[str, ...]:
+    prefs = preferences()
+    text = prefs.server_command.strip() if prefs is not None else ""
+    if not text:
+        return ()
+    path = bpy.path.abspath(text)
+    return (path,) if os.path.isfile(path) else tuple(shlex.split(text))
+
+
+def panel_values(scene, image, node) -> PanelValues:
+    """The scene's settings as plain data; the keys' Masks rasterised on their frames."""
     s = scene.mam2
-    image = s.image
-    points = tuple((float(getattr(s, n)[0]), float(getattr(s, n)[1]), label)
-                   for names, label in ((FG_POINTS, 1), (BG_POINTS, 0)) for n in names if getattr(s, f"{n}_on"))
+    timing = nodes.timing(node) if node is not None else None
+    path = bpy.path.abspath(image.filepath, library=image.library) if image and image.filepath else ""
+    mask_keys = [k for k in s.keys if k.mask is not None]
+    rasters = {}
+    if mask_keys and timing is not None and path.lower().endswith(".exr") and os.path.isfile(path):
+        width, height = exr_size(path)
+        arrays = masks.rasterise(scene, [(k.mask, timing.scene_frame(k.frame)) for k in mask_keys], width, height)
+        rasters = {k.frame: a for k, a in zip(mask_keys, arrays)}
+    keys = tuple(KeyValues(
+        frame=k.frame, box=(*k.box_min, *k.box_max) if k.use_box else None,
+        points=tuple((float(p.co[0]), float(p.co[1]), int(p.label == "FG")) for p in k.points),
+        mask=rasters.get(k.frame)) for k in s.keys)
+    blend = bpy.data.filepath
     return PanelValues(
-        address=s.address, start_server=s.start_server, engine=s.engine,
-        image_path=bpy.path.abspath(image.filepath, library=image.library) if image and image.filepath else "",
-        image_source=image.source if image else "", image_name=image.name if image else "",
-        use_image_range=s.use_image_range, frame_first=s.frame_first, frame_last=s.frame_last,
-        prompt_frame=s.prompt_frame, use_box=s.use_box, box_min=tuple(s.box_min), box_max=tuple(s.box_max),
-        points=points, output_dir=bpy.path.abspath(s.output_dir) if s.output_dir else "",
-        blend_file=bpy.data.filepath, scene=scene.name)
+        address=s.address, start_server=s.start_server, engine=s.engine, server_command=server_command(),
+        image_path=path, image_source=image.source if image else "", image_name=image.name if image else "",
+        colorspace=image.colorspace_settings.name if image else "", timing=timing,
+        use_image_range=s.use_image_range, frame_first=s.frame_first, frame_last=s.frame_last, keys=keys,
+        output_dir=s.output_dir, blend_dir=os.path.dirname(blend) if blend else "", shot_uuid=s.shot_uuid)
 
 
-def _finish(scene, image_name: str, job: core.TrackJob, result: core.JobResult) -> tuple[str, str]:
-    """Main thread: wire the alphas into the compositor; (report level, text) for the artist."""
+def plate_for_track(scene):
+    """(plate Image, its Image node): the add-on's node is made, with Image > Open's mapping, when no
+    node of the compositor shows the plate."""
+    s = scene.mam2
+    frames = nodes.plate_frames(s.image)
+    if not frames:
+        return s.image, None
+    return s.image, nodes.ensure_plate_node(scene, s.image, frames[0], frames[-1] - frames[0] + 1, s.plate_node)
+
+
+class Run(Task):
+    """One Track of one scene; applies progress, written frames (live preview) and the result."""
+
+    def __init__(self, scene, image, node, job: core.TrackJob, stored_pattern: str) -> None:
+        super().__init__(scene.mam2.shot_uuid, self._track, self._apply_item)
+        self.job, self.stored_pattern = job, stored_pattern
+        self.image_name, self.node_name, self.timing = image.name, node.name, nodes.timing(node)
+        self.plate_gone = False
+        self.written: int | None = None  # the latest alpha written since the last preview
+        self.previews = 0
+
+    def _track(self, task: Task) -> core.JobResult:
+        return core.run_job(self.job, self.cancel, lambda text, percent: self.post((text, percent)),
+                            on_written=lambda frame: self.post(frame), context=self.context)
+
+    def _apply_item(self, item) -> None:
+        scene = find_scene(self.name)
+        if scene is None:  # the scene was deleted: nothing to show it in
+            self.cancel.set()
+            return
+        if isinstance(item, int):  # a written alpha frame: shown once the mailbox is drained
+            self.written = item
+        elif isinstance(item, tuple):
+            text, percent = item
+            scene.mam2.status, scene.mam2.progress = text, percent / 100
+            _progress("update", percent)
+            redraw()
+        else:
+            result = item if isinstance(item, core.JobResult) else core.JobResult(error=f"internal error: {item!r}")
+            report_from_timer(*finish(scene, self, result))
+
+    def drained(self) -> None:
+        scene = find_scene(self.name)
+        if self.written is not None and scene is not None:  # the live preview: wire or reload the alphas
+            self._wire(scene, self.written)
+            self.written = None
+            self.previews += 1
+
+    def _wire(self, scene, frame: int) -> None:
+        stored = core.frame_path(self.stored_pattern, frame)
+        _, plate = nodes.wire_alpha(scene, bpy.data.images.get(self.image_name), self.timing, stored,
+                                    self.job.shot, self.node_name)
+        self.plate_gone = not plate
+        redraw()
+
+
+def finish(scene, run: Run, result: core.JobResult) -> tuple[str, str]:
+    """Main thread: show the result; (report level, text) for the artist."""
     s = scene.mam2
     s.running, s.progress = False, 1.0
-    bpy.context.window_manager.progress_end()
-    if result.written or result.cached:
-        plate = bpy.data.images.get(image_name)
-        nodes.wire_alpha(scene, plate, job.output_pattern.replace(os.sep, "/"), job.first, job.last, job.shot)
-    text = core.summary(result, list(range(job.first, job.last + 1)))
+    _progress("end")
+    text = core.summary(result, list(range(run.job.first, run.job.last + 1)))
+    done = [f for f in result.written + result.cached
+            if os.path.exists(core.frame_path(run.job.output_pattern, f))]
+    if done:
+        run._wire(scene, done[0])
+        if run.plate_gone:
+            text += f". The plate image '{run.image_name}' is gone: the alphas are in the '{nodes.ALPHA_NODE}' node"
     s.status = text
-    _redraw()
+    redraw()
     if result.error:
         return "ERROR", f"MAM2: {result.error}"
-    if result.cancelled:
-        return "WARNING", f"MAM2: {text}"
-    return ("WARNING" if result.warning else "INFO"), f"MAM2: {text}"
+    return ("WARNING" if result.cancelled or result.warning else "INFO"), f"MAM2: {text}"
 
 
-def _report(level: str, text: str) -> None:
+def _progress(what: str, value: int = 0) -> None:
+    wm = bpy.context.window_manager
+    if wm is not None:
+        {"begin": lambda: wm.progress_begin(0, 100), "update": lambda: wm.progress_update(value),
+         "end": wm.progress_end}[what]()
+
+
+def report_from_timer(level: str, text: str) -> None:
     """Report from a timer (no operator there): through the internal report operator."""
     log.log(logging.ERROR if level == "ERROR" else logging.INFO, text)
     try:
@@ -117,53 +284,57 @@ def _report(level: str, text: str) -> None:
         pass
 
 
-def _redraw() -> None:
-    for window in bpy.context.window_manager.windows:
+def redraw() -> None:
+    wm = bpy.context.window_manager
+    for window in wm.windows if wm is not None else ():
         for area in window.screen.areas:
-            if area.type == "NODE_EDITOR":
-                area.tag_redraw()
+            if area.type in ("NODE_EDITOR", "IMAGE_EDITOR"):
+                area.tagredraw()
 
 
-class _Start:
-    retrack = False
-
-    def execute(self, context):
-        scene = context.scene
-        if scene.name in _runs:
-            self.report({"ERROR"}, "MAM2: a run is already going on this scene; Cancel it first")
-            return {"CANCELLED"}
-        try:
-            job = build_job(panel_values(scene), retrack=self.retrack, current_frame=scene.frame_current)
-        except (Refused, core.PromptError) as exc:
-            scene.mam2.status = f"Error: {exc}"
-            self.report({"ERROR"}, f"MAM2: {exc}")
-            return {"CANCELLED"}
-        s = scene.mam2
-        s.shot, s.running, s.progress = job.shot, True, 0.0
-        s.status = f"Tracking {job.first}-{job.last} on {job.address}..."
-        context.window_manager.progress_begin(0, 100)
-        run = _Run(scene.name, s.image.name, job)
-        if bpy.app.background and INLINE_IN_BACKGROUND:
-            level, text = _finish(scene, run.image, job, core.run_job(job, run.cancel, lambda text, percent: None))
-            self.report({level}, text)
-            return {"CANCELLED"} if level == "ERROR" else {"FINISHED"}
-        _runs[scene.name] = run
-        run.thread.start()
-        bpy.app.timers.register(run.timer, first_interval=POLL_S)
-        return {"FINISHED"}
-
-
-class MAM2_OT_track(_Start, bpy.types.Operator):
-    """Send the plates and the prompt on the prompt frame, track over the range, load the alphas"""
+class MAM2_OT_track(bpy.types.Operator):
+    """Send the plates and every key to the MAM2 server, track over the plate, load the alphas as they come"""
     bl_idname = "mam2.track"
     bl_label = "MAM2: Track"
 
+    directory: bpy.props.StringProperty(subtype="DIR_PATH", options={"SKIP_SAVE", "HIDDEN"})
 
-class MAM2_OT_retrack(_Start, bpy.types.Operator):
-    """The box and points become a correction on the current frame; re-track from there"""
-    bl_idname = "mam2.retrack"
-    bl_label = "MAM2: Re-track from current frame"
-    retrack = True
+    def invoke(self, context, event):
+        s = context.scene.mam2
+        if not bpy.data.filepath and (not s.output_dir or s.output_dir.startswith("//")):
+            context.window_manager.fileselect_add(self)  # an unsaved file: ask where the alphas go
+            return {"RUNNING_MODAL"}
+        return self.execute(context)
+
+    def execute(self, context):
+        scene = context.scene
+        s = scene.mam2
+        if self.directory:
+            s.output_dir = self.directory
+        s.ensure_uuid(scene)
+        if s.shot_uuid in tasks:
+            self.report({"ERROR"}, "MAM2: this scene is already tracking; Cancel it first")
+            return {"CANCELLED"}
+        try:
+            image, node = plate_for_track(scene)
+            values = panel_values(scene, image, node)
+            job = build_job(values)
+        except (Refused, core.PromptError) as exc:
+            s.status = f"Error: {exc}"
+            self.report({"ERROR"}, f"MAM2: {exc}")
+            return {"CANCELLED"}
+        folder = output_folder(values.output_dir, job.shot)
+        os.makedirs(absolute(folder, values.blend_dir), exist_ok=True)
+        run = Run(scene, image, node, job, folder + os.path.basename(job.output_pattern))
+        s.shot, s.plate_node, s.running, s.progress = job.shot, node.name, True, 0.0
+        s.status = f"Tracking files {job.first}-{job.last} on {job.address}..."
+        _progress("begin")
+        if bpy.app.background and INLINE_IN_BACKGROUND:
+            level, text = finish(scene, run, core.run_job(job, run.cancel, lambda text, percent: None))
+            self.report({level}, text)
+            return {"CANCELLED"} if level == "ERROR" else {"FINISHED"}
+        run.start()
+        return {"FINISHED"}
 
 
 class MAM2_OT_cancel(bpy.types.Operator):
@@ -172,22 +343,12 @@ class MAM2_OT_cancel(bpy.types.Operator):
     bl_label = "MAM2: Cancel"
 
     def execute(self, context):
-        run = _runs.get(context.scene.name)
-        if run is None:
+        task = tasks.get(context.scene.mam2.shot_uuid)
+        if task is None:
             self.report({"INFO"}, "MAM2: nothing to cancel")
             return {"CANCELLED"}
-        run.cancel.set()
+        task.cancel.set()
         context.scene.mam2.status = "Cancelling after the frame in progress..."
-        return {"FINISHED"}
-
-
-class MAM2_OT_set_prompt_frame(bpy.types.Operator):
-    """Use the current frame as the prompt frame"""
-    bl_idname = "mam2.set_prompt_frame"
-    bl_label = "MAM2: Prompt on current frame"
-
-    def execute(self, context):
-        context.scene.mam2.prompt_frame = context.scene.frame_current
         return {"FINISHED"}
 
 
@@ -205,19 +366,23 @@ class MAM2_OT_report(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (MAM2_OT_track, MAM2_OT_retrack, MAM2_OT_cancel, MAM2_OT_set_prompt_frame, MAM2_OT_report)
+CLASSES = (MAM2_OT_track, MAM2_OT_cancel, MAM2_OT_report)
 
 
 def register() -> None:
     for cls in CLASSES:
         bpy.utils.register_class(cls)
+    bpy.app.handlers.load_pre.append(_on_load_pre)
 
 
 def unregister() -> None:
-    for run in list(_runs.values()):
-        run.cancel.set()
-        if bpy.app.timers.is_registered(run.timer):
-            bpy.app.timers.unregister(run.timer)
-    _runs.clear()
+    """Also what quitting does (Blender disables its add-ons): the runs are cancelled on the server."""
+    if _on_load_pre in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(_on_load_pre)
+    detach_all(quitting=True)
+    for task in list(_detached):
+        if bpy.app.timers.is_registered(task.timer):
+            bpy.app.timers.unregister(task.timer)
+    _detached.clear()
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

@@ -15,6 +15,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import wire
 from .client import MAM2Error, ServerError
@@ -43,13 +44,14 @@ class ShotPrompt:
 
     box: (x, y, r, t) (left, bottom, right, top, as Nuke's BBox_Knob holds it) or None;
     points: (x, y, label), label 1 = fg, 0 = bg;
-    mask: a one-channel EXR file (image rows top-down, as files are) rendered by the host, or None.
+    mask: None, a (height, width) float array (numpy) with the bottom row first like the host's pixels,
+    or the path of a one-channel EXR the host rendered (rows top-down, as files are).
     """
 
     frame: int
     box: tuple[float, float, float, float] | None
     points: tuple[tuple[float, float, int], ...] = ()
-    mask: str | None = None
+    mask: Any = field(default=None, compare=False, repr=False)
 
     def validate(self, width: int, height: int, first: int, last: int) -> None:
         """Raise PromptError when the server would refuse it (empty/off-frame box, no prompt...)."""
@@ -57,6 +59,12 @@ class ShotPrompt:
             raise PromptError(f"prompt frame {self.frame} is outside the tracked range {first}-{last}")
         if self.box is None and not self.points and self.mask is None:
             raise PromptError(f"no prompt on frame {self.frame}: enable the box, a foreground point or the mask")
+        if self.mask is not None and not isinstance(self.mask, str):
+            shape = tuple(getattr(self.mask, "shape", ()))
+            if shape != (height, width):
+                raise PromptError(f"the mask on frame {self.frame} is {shape}, not the {width}x{height} frame")
+            if not (self.mask > 0.5).any():
+                raise PromptError(f"the mask on frame {self.frame} is empty: draw it over the subject")
         if self.box is not None:
             x, y, r, t = self.box
             if r - x < 1 or t - y < 1:
@@ -79,6 +87,12 @@ class ShotPrompt:
             box = (x, height - t, r, height - y)
         return box, [(x, height - y, label) for x, y, label in self.points]
 
+    def server_mask(self):
+        """The mask with the top row first, as the protocol wants (a file path as it is; None without)."""
+        if self.mask is None or isinstance(self.mask, str):
+            return self.mask
+        return self.mask[::-1].astype("float32").copy()
+
 
 @dataclass(frozen=True)
 class TrackJob:
@@ -96,11 +110,13 @@ class TrackJob:
     prompt: ShotPrompt
     output_pattern: str  # printf-style alpha path, e.g. /out/sh010.alpha.%04d.exr
     retrack: bool = False  # keep the server's frames when it has them all; add this keyframe
-    # Every keyframe of the shot (empty: just `prompt`). When given, it is the whole truth:
-    # keyframes the server holds that are not in it are removed.
+    # Every keyframe of the shot (empty: just `prompt`). When given, it is the whole truth: the
+    # server's other keyframes are removed (remove_prompt) and these are (re)sent; an unchanged key
+    # keeps its cached frames.
     keyframes: tuple[ShotPrompt, ...] = ()
-    colorspace: str | None = None  # the plates' colour space for open_shot (None: the server's default)
+    colorspace: str | None = None  # the plates' colour space (OCIO name); None: the server's default
     refresh_plates: bool = False  # render/send frames the server already holds again (the input changed)
+    server_command: tuple[str, ...] = ()  # how to start `mam2` (else launcher.server_command())
 
 
 @dataclass
@@ -152,11 +168,16 @@ def write_atomic(path: str, data: bytes | memoryview) -> None:
 
 
 def run_job(job: TrackJob, cancel: threading.Event, progress: Progress,
-            render: Render | None = None) -> JobResult:
+            render: Render | None = None, on_written: Callable[[int], None] | None = None,
+            context=None) -> JobResult:
     """Track (or re-track) one shot on the server and write its alphas. Runs on a worker thread.
 
     `render(frames)` makes plates for frames that have no file in `job.plates` and that the
     server lacks (all of them with `job.refresh_plates`); the host runs it on its main thread.
+    on_written(frame) is called after each alpha file is written (a live preview). context: a
+    zmq.Context for this job's sockets (default pyzmq's shared one); a host that quits mid-run
+    terminates it, which ends the job's blocking calls (an interpreter cannot finalise while a
+    thread holds a socket of a live context).
     Never raises for server/prompt problems: they come back in JobResult.error.
     """
     result = JobResult()
@@ -164,7 +185,8 @@ def run_job(job: TrackJob, cancel: threading.Event, progress: Progress,
     try:
         serve_args = ("--engine", job.engine) if job.engine != ENGINE_DEFAULT else ()
         progress(f"connecting to {job.address}", 0)
-        client = ensure_server(job.address, start=job.start_server, serve_args=serve_args)
+        client = ensure_server(job.address, start=job.start_server, serve_args=serve_args,
+                               command=job.server_command or None, **({"context": context} if context else {}))
         hello = client.hello()
         result.server = {k: hello.get(k) for k in ("server", "engine", "device")}
         engine = hello.get("engine", "")
@@ -181,6 +203,8 @@ def run_job(job: TrackJob, cancel: threading.Event, progress: Progress,
         def on_alpha(alpha) -> None:
             write_atomic(frame_path(job.output_pattern, alpha.frame), alpha.data)
             result.written.append(alpha.frame)
+            if on_written is not None:
+                on_written(alpha.frame)
 
         def on_progress(done: int, total: int, frame: int) -> bool:
             progress(f"frame {frame} ({done}/{total})", 10 + int(90 * done / max(total, 1)))
@@ -251,8 +275,8 @@ def _send_prompts(client, job: TrackJob, server_keys) -> None:
     local = reads_our_files(job.address)
     for prompt in prompts:
         box, points = prompt.to_server(job.height)
-        mask = prompt.mask
-        if mask is not None and not local:
+        mask = prompt.server_mask()
+        if isinstance(mask, str) and not local:  # a remote server cannot read our file: its bytes
             with open(mask, "rb") as fh:
                 mask = fh.read()
         client.add_prompt(job.shot, prompt.frame, box=box, points=points, mask=mask)

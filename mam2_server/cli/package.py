@@ -1,45 +1,30 @@
-"""`mam2 package TARGET DIR`: write a host plugin folder, ready to install, with its Python wheels.
+"""`mam2 package TARGET DIR`: build installable host plugin packages into DIR.
 
-    mam2 package nuke ~/nuke/mam2       # then NUKE_PATH=~/nuke/mam2 (see its README.md)
+    mam2 package blender ~/dist/mam2     # extension zips: Blender > Preferences > Get Extensions > Install from Disk
+    mam2 package nuke ~/nuke/mam2        # then NUKE_PATH=~/nuke/mam2 (see its README.md)
+
+Each target is a module `mam2_server.package.<target>` with `add_arguments(parser)`
+and `run(args) -> int`; `args.directory` is DIR.
 """
 from __future__ import annotations
 
 import argparse
-import sys
+import importlib
 from pathlib import Path
 
+TARGETS = {
+    "blender": "Blender extension zips (Blender 4.2-5.0), one per platform, wheels included",
+    "nuke": "a folder for NUKE_PATH: the MAM2 node, its Python and pyzmq/msgpack for Nuke 14/15/16",
+}
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("package", help="write a host plugin folder ready to install",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("package", help="build installable host plugin packages", description=__doc__)
     targets = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
-    from mam2_server.package.nuke import NUKE_PYTHONS, PLATFORMS
-    nuke = targets.add_parser("nuke", help="a folder for NUKE_PATH: the MAM2 node, its Python and pyzmq/msgpack "
-                                           "for Nuke 14/15/16 on Linux, macOS and Windows")
-    nuke.add_argument("dest", type=Path, metavar="DIR", help="the folder to write (new, empty, or an earlier package)")
-    nuke.add_argument("--python", nargs="+", default=list(NUKE_PYTHONS), metavar="X.Y",
-                      help="Nuke Python versions (default: %(default)s = Nuke 14, 15, 16)")
-    nuke.add_argument("--platform", nargs="+", default=list(PLATFORMS), choices=list(PLATFORMS),
-                      help="platforms (default: all)")
-    nuke.add_argument("--find-links", metavar="DIR", help="a folder of wheels pip looks in first")
-    nuke.add_argument("--offline", action="store_true", help="do not ask PyPI: only --find-links / pip's config")
-    nuke.add_argument("--server-python", default=sys.executable,
-                      help="the Python with MAM2 that the node uses to start `mam2 serve` (default: this one)")
-    nuke.set_defaults(func=run_nuke)
-
-
-def run_nuke(args: argparse.Namespace) -> int:
-    from mam2_server.package import nuke
-    pip_args = (["--find-links", str(args.find_links)] if args.find_links else []) + (
-        ["--no-index"] if args.offline else [])
-    manifest = nuke.build(args.dest, pythons=args.python, platforms=args.platform, pip_args=pip_args,
-                          server_python=args.server_python)
-    dest = args.dest.resolve()
-    wheels = sorted({w for names in manifest["sites"].values() for w in names})
-    print(f"wrote {dest}: the MAM2 node (gizmos/MAM2.gizmo), its Python (python/), and for "
-          f"{', '.join(f'{v} ({n})' for v, n in manifest['nuke'].items())} on {', '.join(args.platform)}:")
-    for wheel in wheels:
-        print(f"  {wheel}")
-    print(f"Next: put {dest} on NUKE_PATH (or nuke.pluginAddPath('{dest.as_posix()}') in ~/.nuke/init.py) and "
-          f"start Nuke; then Nodes > MAM2 > MAM2 matte. Walkthrough: {dest / 'README.md'}")
-    return 0
+    for name, help_text in TARGETS.items():
+        module = importlib.import_module(f"mam2_server.package.{name}")
+        sub = targets.add_parser(name, help=help_text, description=module.__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.add_argument("directory", type=Path, metavar="DIR", help="where the packages are written")
+        module.add_arguments(sub)
+        sub.set_defaults(func=module.run)

@@ -1,1 +1,2 @@
-"""`mam2 package TARGET DIR`: host plugin folders ready to install, with their Python dependencies as wheels."""
+"""`mam2 package TARGET DIR`: host plugins ready to install, with their Python dependencies as wheels
+(one module per target: `add_arguments(parser)` and `run(args)`)."""

@@ -15,10 +15,12 @@ so a failed run leaves the previous package as it was.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
 import stat
+import sys
 import tempfile
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -108,3 +110,31 @@ def unpack_wheel(wheel: Path, target: Path) -> None:
             mode = info.external_attr >> 16
             if mode & stat.S_IXUSR:
                 os.chmod(out, out.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--python", nargs="+", default=list(NUKE_PYTHONS), metavar="X.Y",
+                        help="Nuke Python versions (default: %(default)s = Nuke 14, 15, 16)")
+    parser.add_argument("--platform", nargs="+", default=list(PLATFORMS), choices=list(PLATFORMS),
+                        help="platforms (default: all)")
+    parser.add_argument("--find-links", metavar="DIR", help="a folder of wheels pip looks in first")
+    parser.add_argument("--offline", action="store_true", help="do not ask PyPI: only --find-links / pip's config")
+    parser.add_argument("--server-python", default=sys.executable,
+                        help="the Python with MAM2 that the node uses to start `mam2 serve` (default: this one)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the folder DIR (new, empty, or an earlier package) and say what is next."""
+    pip_args = (["--find-links", str(args.find_links)] if args.find_links else []) + (
+        ["--no-index"] if args.offline else [])
+    manifest = build(args.directory, pythons=args.python, platforms=args.platform, pip_args=pip_args,
+                     server_python=args.server_python)
+    dest = args.directory.resolve()
+    wheels = sorted({w for names in manifest["sites"].values() for w in names})
+    print(f"wrote {dest}: the MAM2 node (gizmos/MAM2.gizmo), its Python (python/), and for "
+          f"{', '.join(f'{v} ({n})' for v, n in manifest['nuke'].items())} on {', '.join(args.platform)}:")
+    for wheel in wheels:
+        print(f"  {wheel}")
+    print(f"Next: put {dest} on NUKE_PATH (or nuke.pluginAddPath('{dest.as_posix()}') in ~/.nuke/init.py) and "
+          f"start Nuke; then Nodes > MAM2 > MAM2 matte. Walkthrough: {dest / 'README.md'}")
+    return 0
