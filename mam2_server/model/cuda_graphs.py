@@ -13,8 +13,8 @@ inputs)` runs `fn(*inputs)`:
   changing) or when its capture fails (the stage stays eager from then on).
 
 Graphs replay exactly the captured kernels, so their results equal eager ones on the same inputs.
-Autocast's weight-cast cache is off inside a capture (cached casts must not live in a graph's
-memory pool). Parameters are read at their addresses: moving the model after a capture needs a
+Autocast's weight-cast cache is off inside a capture and its warm-up (cached casts must not live in a
+graph's memory pool, nor on the capture stream). Parameters are read at their addresses: moving the model after a capture needs a
 new `StageGraphs`.
 """
 from __future__ import annotations
@@ -101,7 +101,7 @@ class StageGraphs:
                 self._stream = torch.cuda.Stream(device=self.device)
             stream = self._stream
             stream.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(stream):  # warm up on the capture stream (its own cuBLAS workspace)
+            with torch.cuda.stream(stream), self._no_cast_cache():  # warm up on the capture stream (its workspaces)
                 fn(*static)
             torch.cuda.current_stream(self.device).wait_stream(stream)
             graph = torch.cuda.CUDAGraph()

@@ -192,8 +192,8 @@ class MAM2Base(SAM2Base):
             use_mss = trimap_enabled and self.pdd_config.mss and not is_init_cond_frame
             top, size = current_vision_feats[-1], feat_sizes[-1]
             if graphs is not None and point_inputs is None and mask_inputs is None:  # a tracked frame
-                def decode(pix: torch.Tensor, top: torch.Tensor, *high_res: torch.Tensor) -> HeadsOutput:
-                    return self._decode(pix, top, size, list(high_res) or None, None, None, multimask, use_mss)
+                def decode(pix: torch.Tensor, free: torch.Tensor, *high_res: torch.Tensor) -> HeadsOutput:
+                    return self._decode(pix, free, size, list(high_res) or None, None, None, multimask, use_mss)
                 outs = graphs.run("decode", (multimask, use_mss, tuple(size)), decode,
                                   (pix_feat, top, *(high_res_features or ())))
             else:
