@@ -154,7 +154,7 @@ class HostCopy:
         self._planes.copy_(stacked, non_blocking=True)
         self._scalars.copy_(flat, non_blocking=True)
         self._done = torch.cuda.Event()
-        self._done.record()
+        self._done.record(torch.cuda.current_stream(stacked.device))  # the stream the copies were enqueued on
 
     def result(self) -> tuple[list[np.ndarray], list[float]]:
         """The one host wait of a frame: planes as (H, W) float32 arrays (views of the pinned buffer)."""
