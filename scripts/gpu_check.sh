@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# MAM2 network on one CUDA GPU: correctness tests, end-to-end fps (the 20 fps target at hiera_l
-# 1024 bf16, scripts/gpu_fps.py), then ms per frame per stage (random weights).
+# MAM2 network on one CUDA GPU: correctness tests (tests/test_model_cuda*.py: CUDA vs CPU, bf16, each
+# speed option against everything off, no host sync per tracked frame), end-to-end fps (the 20 fps
+# target at hiera_l 1024 bf16, scripts/gpu_fps.py) with every speed option on, each one off, and all
+# off (`--matrix`, one model build), then ms per frame per stage (random weights).
 #
-#   OUT=/tmp/mam2_gpu BUDGET_S=290 bash scripts/gpu_check.sh
+#   OUT=/tmp/mam2_gpu BUDGET_S=540 bash scripts/gpu_check.sh
 #
 # Runs from the repo root with the pure-Python packages the model needs (sam2, hydra,
 # omegaconf, antlr4, iopath, portalocker) in .gpu_site/ when they are not installed. Make it
@@ -11,11 +13,12 @@
 #     cp -r .venv/lib/python3*/site-packages/$p .gpu_site/; done
 # Needs torch (CUDA), numpy, pyyaml, pytest; not OpenImageIO/pyzmq/pymatting (the timings
 # go through `python -m mam2_server.bench.model`, not the `mam2` command). Every step has
-# a time limit and the whole run stops starting steps after BUDGET_S seconds. Writes
-# pytest.log, fps.log, bench.log and one JSON per timing run to $OUT.
+# a time limit and the whole run stops starting steps after BUDGET_S seconds (the fps matrix comes
+# before the per-stage benches, which are skipped first). Writes pytest.log, fps.log, bench.log and
+# one JSON per timing run to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/mam2_gpu}
-BUDGET_S=${BUDGET_S:-290}
+BUDGET_S=${BUDGET_S:-540}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD:$PWD/.gpu_site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 PY=${PYTHON:-python3}
@@ -46,14 +49,16 @@ step() {
     $PY -c "import sam2, hydra, omegaconf, iopath; print('sam2 from', sam2.__file__)"
 } 2>&1 | tee "$OUT/env.log"
 
-step pytest 150 "$OUT/pytest.log" \
-    $PY -m pytest -q -rA -m cuda tests/test_model_cuda.py -p no:cacheprovider -W ignore::UserWarning
+step pytest 200 "$OUT/pytest.log" \
+    $PY -m pytest -q -rA -s -m cuda tests/test_model_cuda.py tests/test_model_cuda_speed.py -p no:cacheprovider \
+    -W ignore::UserWarning
 
 fps() {  # fps NAME LIMIT_S ARGS...: streaming frames per second, plate up to alpha down
     local name=$1 limit=$2; shift 2
     step "$name" "$limit" "$OUT/fps.log" $PY scripts/gpu_fps.py --device "$DEVICE" --json "$OUT/$name.json" "$@"
 }
-fps fps_hiera_l_1024_bf16 90 --config hiera_l --size 1024 --autocast bfloat16
+# all on / no_async_io / no_overlap / no_graphs / no_static_routing / all_off, one model build
+fps fps_hiera_l_1024_bf16 240 --config hiera_l --size 1024 --autocast bfloat16 --matrix --warmup 20 --frames 40
 fps fps_hiera_t_1024_bf16 60 --config hiera_t --size 1024 --autocast bfloat16
 
 bench() {  # bench NAME LIMIT_S ARGS...

@@ -1,11 +1,13 @@
 """A farm cancels a task with SIGTERM (OpenJD's NOTIFY_THEN_TERMINATE): `mam2 batch` finishes the frame
-it is writing, records the shot as interrupted and exits 130, leaving only whole frames."""
+it is writing, records the shot as interrupted and exits 130, leaving only whole frames.
+
+The engine is slowed by a delay per frame, so the signal always lands mid-shot (12 frames take >= 6 s,
+the signal comes once the first alpha is there), however fast the machine is."""
 import json
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,21 @@ from mam2_server.cli import main
 from mam2_server.io.image import read_info
 
 pytestmark = pytest.mark.slow
+
+FRAME_DELAY_S = 0.5
+# `mam2 batch` with every engine's frames delayed (the argv after the delay is the command line)
+SLOW_BATCH = """
+import sys, time
+from mam2_server.engines.base import Engine
+run = Engine.run
+def delayed(self, *args, **kwargs):
+    for result in run(self, *args, **kwargs):
+        time.sleep(float(sys.argv[1]))
+        yield result
+Engine.run = delayed
+from mam2_server.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
 
 
 def test_sigterm_stops_after_the_current_frame(tmp_path):
@@ -23,8 +40,9 @@ def test_sigterm_stops_after_the_current_frame(tmp_path):
     manifest.write_text(json.dumps({"shots": [{"name": "s", "input": str(clip / "plate" / "plate.####.exr"),
                                                "output": "alpha/s.####.exr", "prompts": str(clip / "prompts.json")}]}))
     log = tmp_path / "jobs.jsonl"
-    driver = subprocess.Popen([sys.executable, "-m", "mam2_server.cli", "batch", str(manifest), "--quiet",
-                               "--jobs-log", str(log)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    driver = subprocess.Popen([sys.executable, "-c", SLOW_BATCH, str(FRAME_DELAY_S), "batch", str(manifest),
+                               "--quiet", "--jobs-log", str(log)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
     alpha = tmp_path / "alpha"
     deadline = time.monotonic() + 120
     while not (alpha.is_dir() and any(alpha.glob("s.*.exr"))):

@@ -8,8 +8,8 @@ import pytest
 from frames import moving_disc
 from mam2_server.batch import frames_to_compute, independent_groups, split_frames
 from mam2_server.batch.runner import _BatchEngine
-from mam2_server.batch.units import engine_continues_passes
-from mam2_server.engines import EngineConfig, EngineError, create_engine
+from mam2_server.batch.units import engine_continues_passes, engine_wants_gpu
+from mam2_server.engines import EngineConfig, EngineError, create_engine, engine_class
 from mam2_server.prompts import Point, Prompt
 
 FRAMES = list(range(1001, 1011))
@@ -56,6 +56,18 @@ def test_engine_continues_passes_reads_the_class_without_building_it():
     assert engine_continues_passes(EngineConfig("classic")) is False
     with pytest.raises(EngineError, match="unknown engine"):
         engine_continues_passes(EngineConfig("nope"))
+
+
+def test_engine_needs_gpu_is_one_flag_on_the_class():
+    assert {name: engine_class(name).needs_gpu for name in ("baseline", "classic", "mam2", "hybrid")} == {
+        "baseline": False, "classic": False, "mam2": True, "hybrid": True}
+    no_weights = "/no/such/weights.safetensors"  # read from the class: nothing is built or loaded
+    assert engine_wants_gpu(EngineConfig("mam2", checkpoint=no_weights))
+    assert engine_wants_gpu(EngineConfig("hybrid", checkpoint=no_weights, device="cuda:1"))
+    assert not engine_wants_gpu(EngineConfig("mam2", checkpoint=no_weights, device="cpu"))
+    assert not engine_wants_gpu(EngineConfig("classic", device="cuda"))
+    with pytest.raises(EngineError, match="unknown engine 'nope'"):
+        engine_wants_gpu(EngineConfig("nope"))
 
 
 @pytest.fixture(scope="module")

@@ -94,3 +94,21 @@ def test_bundle_refuses_shots_with_problems_and_foreign_folders(clips, tmp_path,
     assert main(["batch", str(manifest), "--openjd", str(tmp_path / "b3"), "--gpus-per-shot", "1"]) == 0
     amounts = json.loads((tmp_path / "b3" / "template.json").read_text())["steps"][0]["hostRequirements"]["amounts"]
     assert {"name": "amount.worker.gpu", "min": 1} in amounts
+
+
+def test_a_task_gets_a_gpu_by_default_when_its_engine_runs_a_network(clips, tmp_path):
+    """The default comes from the engines' `needs_gpu` flag (read without building them): hybrid and
+    mam2 want one unless pinned to the CPU; classic does not."""
+    from mam2_server.batch import load_manifest
+    from mam2_server.batch.openjd import write_bundle
+
+    manifest = write_manifest(tmp_path, clips)
+    data = json.loads(manifest.read_text())
+    for case, defaults, gpu in [("classic", {"engine": "classic"}, False),
+                                ("hybrid", {"engine": "hybrid", "checkpoint": "/farm/sam2.1_hiera_large.pt"}, True),
+                                ("mam2_cpu", {"engine": "mam2", "device": "cpu"}, False)]:
+        manifest.write_text(json.dumps({**data, "defaults": defaults}))
+        loaded = load_manifest(manifest)
+        template = json.loads(write_bundle(loaded, loaded.shots, tmp_path / case).read_text())
+        amounts = template["steps"][0]["hostRequirements"]["amounts"]
+        assert ({"name": "amount.worker.gpu", "min": 1} in amounts) is gpu, case

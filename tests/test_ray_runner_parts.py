@@ -7,7 +7,7 @@ import os
 import pytest
 
 from mam2_server import batch
-from mam2_server.batch.ray_runner import _sweep_temp_files, _Unit, gpus_for, task_device
+from mam2_server.batch.ray_runner import _plan, _sweep_temp_files, _Unit, gpus_for, task_device
 from mam2_server.batch.runner import file_stamp, run_shot
 from mam2_server.cli import main
 from mam2_server.engines import EngineConfig
@@ -24,6 +24,8 @@ def test_task_device_and_declared_gpus():
     pinned = batch.Shot(name="b", input="", output="", engine=EngineConfig("mam2", device="cpu"))
     classic = batch.Shot(name="c", input="", output="", engine=EngineConfig("classic"))
     assert gpus_for(pinned, None, cluster_gpus=4) == 0 and gpus_for(classic, None, cluster_gpus=4) == 0
+    hybrid = batch.Shot(name="d", input="", output="", engine=EngineConfig("hybrid", checkpoint="/no/such.pt"))
+    assert gpus_for(hybrid, None, cluster_gpus=2) == 1  # Engine.needs_gpu, read without building the engine
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +60,26 @@ def test_a_retried_no_resume_chunk_writes_only_what_the_dead_attempt_did_not(cli
     stale = _Unit(frames=[1001], paths=[str(pattern.path(1001))], before={str(pattern.path(1001)):
                                                                                   file_stamp(pattern.path(1001))})
     assert stale.poll() == 0
+
+
+def test_with_resume_a_truncated_alpha_counts_only_once_rewritten(clip, tmp_path):
+    """Resume rewrites a frame whose alpha does not read; the driver's progress watch must not count
+    that file as written when the task starts, only once the task has replaced it."""
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"defaults": {"engine": "baseline"}, "shots": [
+        {"name": "s", "input": str(clip / "plate" / "plate.####.exr"), "output": "a/s.####.exr",
+         "prompts": str(clip / "prompts.json")}]}))
+    [shot] = batch.load_manifest(manifest).shots
+    assert run_shot(shot, {}).status == "done"
+    pattern = SequencePattern(shot.output)
+    truncated = pattern.path(1003)
+    truncated.write_bytes(truncated.read_bytes()[:100])  # a crash mid-write of an earlier, non-atomic tool
+    [plan] = _plan([shot], resume=True, part=None, chunk_frames=0)
+    [unit] = plan.units
+    assert plan.kept == 3 and unit.frames == [1003] and unit.before == {str(truncated): file_stamp(truncated)}
+    assert unit.poll() == 0  # the truncated file is still there: not written yet
+    assert run_shot(shot, {}, part=[1003]).written == [1003]  # what the task does (resume)
+    assert unit.poll() == 1 and unit.seen == 1
 
 
 def test_sweep_removes_only_this_shots_temp_files(tmp_path):

@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Sequence
 
 from mam2_server.batch.manifest import Manifest, Shot, check_shot
-from mam2_server.batch.units import engine_continues_passes, split_frames
+from mam2_server.batch.units import engine_continues_passes, engine_wants_gpu, split_frames
 from mam2_server.io.sequence import SequencePattern, format_frame_range
 
 SPEC = "jobtemplate-2023-09"
 STEP = "Matte"
-GPU_ENGINES = ("mam2", "hybrid")
 # mam2 batch stops after the frame being written on SIGINT/SIGTERM; give it that long before SIGKILL.
 CANCEL_NOTIFY_S = 120
 
@@ -120,7 +119,7 @@ def write_bundle(manifest: Manifest, shots: Sequence[Shot], folder: str | Path, 
     if not units:
         raise OpenJDError("no shots to put in the job")
     if gpus is None:
-        gpus = 1 if any(s.engine.name in GPU_ENGINES and s.engine.device != "cpu" for s in shots) else 0
+        gpus = 1 if any(engine_wants_gpu(s.engine) for s in shots) else 0
     template = job_template(manifest, units, cpus=cpus, gpus=gpus)
     values = {"parameterValues": [
         {"name": "Manifest", "value": str(manifest.path.resolve())},

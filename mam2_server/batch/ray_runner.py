@@ -36,15 +36,14 @@ from typing import Callable, Sequence
 from tqdm import tqdm
 
 from mam2_server.batch.manifest import Shot, check_shot
-from mam2_server.batch.runner import (BatchReport, FileStamp, ShotResult, _StopOnInterrupt, describe_error,
+from mam2_server.batch.runner import (BatchReport, FileStamp, ShotResult, StopOnInterrupt, describe_error,
                                       file_stamp, finished_frames, output_paths, run_shot)
-from mam2_server.batch.units import engine_continues_passes, split_frames
+from mam2_server.batch.units import engine_continues_passes, engine_wants_gpu, split_frames
 from mam2_server.engines import Engine, EngineConfig
 from mam2_server.io.sequence import SequencePattern
 
 log = logging.getLogger(__name__)
 
-GPU_ENGINES = frozenset({"mam2", "hybrid"})  # engines that run the network: a GPU each when the cluster has them
 CANCEL_GRACE_S = 30.0
 POLL_S = 0.5
 
@@ -154,11 +153,10 @@ def _check_reachable(address: str) -> None:
 
 def gpus_for(shot: Shot, gpus_per_shot: float | None, cluster_gpus: float) -> float:
     """Declared GPUs of a shot's tasks: as asked, else 1 for a network engine when the cluster has
-    GPUs and the shot is not pinned to the CPU."""
+    GPUs and the shot is not pinned to the CPU (`units.engine_wants_gpu`)."""
     if gpus_per_shot is not None:
         return gpus_per_shot
-    wants = shot.engine.name in GPU_ENGINES and shot.engine.device != "cpu"
-    return 1.0 if wants and cluster_gpus > 0 else 0.0
+    return 1.0 if engine_wants_gpu(shot.engine) and cluster_gpus > 0 else 0.0
 
 
 def check_fits(cpus: float, gpus: float) -> None:
@@ -198,8 +196,10 @@ def _plan(shots: Sequence[Shot], *, resume: bool, part: Sequence[int] | None, ch
             continue
         for frames in chunks:
             paths = [str(SequencePattern(shot.output).path(f)) for f in frames]
-            before = {} if resume else {p: s for p in {str(q) for f in frames for q in output_paths(shot, f)}
-                                        if (s := file_stamp(p)) is not None}
+            # the files of the frames to write as they are now (with resume: truncated or unreadable ones),
+            # so the progress watch counts a frame only once this run has replaced its alpha
+            before = {p: s for p in {str(q) for f in frames for q in output_paths(shot, f)}
+                      if (s := file_stamp(p)) is not None}
             plan.units.append(_Unit(frames=frames, paths=paths, before=before))
     return plans
 
@@ -281,7 +281,7 @@ def run_batch_on_ray(shots: Sequence[Shot], *, address: str = "auto", resume: bo
             if plan.units:
                 gpus = gpus_for(plan.shot, gpus_per_shot, cluster_gpus)
                 options[plan.shot.name] = {"num_cpus": cpus_per_shot, "num_gpus": gpus}
-        if any(p.shot.engine.name in GPU_ENGINES for p in plans if p.units) and not cluster_gpus \
+        if any(engine_wants_gpu(p.shot.engine) for p in plans if p.units) and not cluster_gpus \
                 and gpus_per_shot is None:
             echo("the cluster has no GPUs: network engines run on the nodes' CPUs", True)
         for need in {(o["num_cpus"], o["num_gpus"]) for o in options.values()}:
@@ -305,7 +305,7 @@ def _drive(ray, plans: list[_ShotPlan], options: dict, *, resume: bool, progress
             log_file = stack.enter_context(open(jobs_log, "a", encoding="utf-8"))
         bar = stack.enter_context(tqdm(total=sum(len(u.frames) for u in units), unit="frame", disable=not progress,
                                        desc=f"0/{len(plans)} shots"))
-        stack.enter_context(_StopOnInterrupt(stop, "cancelling the cluster tasks (Ctrl-C again to kill them)"))
+        stack.enter_context(StopOnInterrupt(stop, "cancelling the cluster tasks (Ctrl-C again to kill them)"))
 
         def record(plan: _ShotPlan, result: ShotResult) -> None:
             plan.result = result

@@ -120,7 +120,7 @@ class _BatchEngine:
                 return
 
 
-class _StopOnInterrupt:
+class StopOnInterrupt:
     """First Ctrl-C (or SIGTERM, which farms send to cancel a task) sets `stop`: finish the current
     frame, then stop; a second one interrupts at once (KeyboardInterrupt)."""
 
@@ -191,7 +191,7 @@ def run_batch(shots: Sequence[Shot], *, resume: bool = True, progress: bool = Tr
         if jobs_log:
             Path(jobs_log).parent.mkdir(parents=True, exist_ok=True)
             log_file = stack.enter_context(open(jobs_log, "a", encoding="utf-8"))
-        with _StopOnInterrupt(stop):
+        with StopOnInterrupt(stop):
             for shot in shots:
                 if stop.is_set():
                     report.interrupted = True

@@ -15,10 +15,9 @@ still has to compute what they depend on, so those frames come out as in a whole
 """
 from __future__ import annotations
 
-import importlib
 from typing import Collection, Sequence
 
-from mam2_server.engines import Engine, EngineError
+from mam2_server.engines import engine_class
 from mam2_server.engines.base import EngineConfig
 from mam2_server.engines.plan import BACKWARD, plan_passes
 from mam2_server.prompts import Prompt
@@ -26,15 +25,13 @@ from mam2_server.prompts import Prompt
 
 def engine_continues_passes(config: EngineConfig) -> bool:
     """The engine class's `passes_continue` flag, read without building the engine (no weights loaded)."""
-    from mam2_server.engines import _FACTORIES, available_engines  # the name -> module table
-    if config.name not in available_engines():
-        raise EngineError(f"unknown engine {config.name!r}; available: {', '.join(available_engines())}")
-    module = importlib.import_module(_FACTORIES[config.name].split(":")[0])
-    classes = [c for c in vars(module).values()
-               if isinstance(c, type) and issubclass(c, Engine) and getattr(c, "name", None) == config.name]
-    if not classes:
-        raise EngineError(f"engine {config.name!r}: no Engine class named so in {module.__name__}")
-    return bool(classes[0].passes_continue)
+    return bool(engine_class(config.name).passes_continue)
+
+
+def engine_wants_gpu(config: EngineConfig) -> bool:
+    """Whether a task of this engine gets a GPU by default: the engine runs a network
+    (`Engine.needs_gpu`) and the configuration does not pin it to the CPU."""
+    return bool(engine_class(config.name).needs_gpu) and config.device != "cpu"
 
 
 def independent_groups(frames: Sequence[int], prompts: Sequence[Prompt], *, continued: bool) -> list[list[int]]:

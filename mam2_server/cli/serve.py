@@ -79,7 +79,7 @@ def check_device(device: str | None, engine: str | None) -> None:
     match = re.fullmatch(r"cuda(?::(\d+))?", device)
     if match is None:
         raise CLIError(f"--device takes cpu, cuda or cuda:N, got {device!r}")
-    if engine is not None and engine not in ("mam2", "hybrid"):
+    if engine is not None and not _needs_gpu(engine):
         log.warning("--device %s: the %s engine runs on the CPU", device, engine)
         return
     import torch
@@ -89,6 +89,14 @@ def check_device(device: str | None, engine: str | None) -> None:
         have = f"{count} GPU(s), cuda:0 to cuda:{count - 1}" if count else f"no CUDA device (torch {torch.__version__})"
         raise CLIError(f"--device {device}: this machine has {have}")
     torch.cuda.set_device(index)  # anything that says plain "cuda" means this GPU too
+
+
+def _needs_gpu(engine: str) -> bool:
+    from mam2_server.engines import EngineError, engine_class
+    try:
+        return engine_class(engine).needs_gpu
+    except EngineError:
+        return True  # not a known engine: its own errors come when it is built
 
 
 def build_engine(args: argparse.Namespace):

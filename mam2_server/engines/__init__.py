@@ -25,15 +25,31 @@ def available_engines() -> list[str]:
     return names
 
 
+def _factory(name: str) -> tuple[str, str]:
+    """(module, factory function) of a built-in engine present in this installation."""
+    target = _FACTORIES.get(name)
+    if target is None or name not in available_engines():
+        raise EngineError(f"unknown engine {name!r}; available: {', '.join(available_engines())}")
+    module_name, factory = target.split(":")
+    return module_name, factory
+
+
+def engine_class(name: str) -> type[Engine]:
+    """The Engine class of a built-in engine, for its capability flags (`passes_continue`, `needs_gpu`)
+    without building it (no weights loaded, no torch imported by the weights-free engines)."""
+    module = importlib.import_module(_factory(name)[0])
+    for value in vars(module).values():
+        if isinstance(value, type) and issubclass(value, Engine) and getattr(value, "name", None) == name:
+            return value
+    raise EngineError(f"engine {name!r}: no Engine class named so in {module.__name__}")
+
+
 def create_engine(config: EngineConfig | str) -> Engine:
     if isinstance(config, str):
         config = EngineConfig(name=config)
-    target = _FACTORIES.get(config.name)
-    if target is None or config.name not in available_engines():
-        raise EngineError(f"unknown engine {config.name!r}; available: {', '.join(available_engines())}")
-    module_name, factory = target.split(":")
+    module_name, factory = _factory(config.name)
     return getattr(importlib.import_module(module_name), factory)(config)
 
 
 __all__ = ["DEFAULT_ENGINE", "Engine", "EngineConfig", "EngineError", "FrameResult",
-           "available_engines", "create_engine"]
+           "available_engines", "create_engine", "engine_class"]

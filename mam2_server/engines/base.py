@@ -40,6 +40,9 @@ class Engine(ABC):
     # so it can only be computed after it; False when a pass gets what it uses of earlier keyframes
     # from their prompts alone and can run on its own (a farm may split the shot at keyframes).
     passes_continue: ClassVar[bool] = False
+    # True when the engine runs a network that wants a GPU: a cluster or farm gives each of its tasks one
+    # by default, and `--device cuda` means something to it. Read from the class, without building it.
+    needs_gpu: ClassVar[bool] = False
 
     @abstractmethod
     def run_pass(self, source: FrameSource, plan: Pass, prompts: Mapping[int, Prompt]) -> Iterator[FrameResult]:

@@ -50,6 +50,7 @@ class SAM2Segmenter(Segmenter):
 class HybridEngine(StagedEngine):
     name = "hybrid"
     chained = False
+    needs_gpu = True  # the SAM2 segmenter
 
 
 def sam2_only_config(config):

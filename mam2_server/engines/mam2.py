@@ -10,11 +10,17 @@ Consecutive forward passes continue one memory bank (no reset at a keyframe); th
 bank at the end of each forward pass is kept, so re-running a later pass after an
 edit (re-tracking) starts from the same memory as a full run did. A pass whose
 predecessor never ran in this engine is rebuilt from the earlier keyframes alone.
+
+On a CUDA device a pass reads one frame ahead: frame i + 1's upload and image encoder run on a
+side stream while frame i decodes (`StreamingTracker.prefetch`). The speed options
+(`model.runtime.CudaOptions`) come from the ``MAM2_CUDA`` environment variable, e.g.
+``MAM2_CUDA=graphs=off,overlap=off``; they change nothing on the CPU.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import warnings
 from collections import OrderedDict
 from typing import Iterator, Mapping
@@ -35,12 +41,14 @@ class MAM2Engine(Engine):
     name = "mam2"
     chained = True
     passes_continue = True  # each forward pass continues the previous one's memory bank
+    needs_gpu = True
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, *, cuda=None, encoder_stream=None) -> None:
+        """cuda: `CudaOptions` (default all on); encoder_stream: see `StreamingTracker`."""
         from mam2_server.model.tracker import StreamingTracker
 
         self.model = model
-        self.tracker = StreamingTracker(model)
+        self.tracker = StreamingTracker(model, cuda=cuda, encoder_stream=encoder_stream)
         # (source id, keyframe) -> (prompts the bank depends on, bank at the end of the previous pass)
         self._snapshots: OrderedDict = OrderedDict()
 
@@ -48,19 +56,18 @@ class MAM2Engine(Engine):
         frames = list(source.frames)
         index = {f: i for i, f in enumerate(frames)}
         tracker = self.tracker
-        if plan.direction == BACKWARD:
+        if plan.direction == BACKWARD:  # its frames start after the keyframe, which the forward pass yields
             state = tracker.new_shot(source.width, source.height, num_frames=len(frames))
             tracker.add_keyframe(state, index[plan.keyframe], source.display(plan.keyframe),
                                  prompts[plan.keyframe], reverse=True)
         else:
             state = self._forward_state(source, plan, prompts, index)
-            out = tracker.add_keyframe(state, index[plan.keyframe], source.display(plan.keyframe),
-                                       prompts[plan.keyframe])
-            yield self._result(plan.keyframe, out)
-        for frame in plan.frames:
+        for frame, image in tracker.prefetch(plan.frames, source.display):
             if frame == plan.keyframe:
-                continue
-            yield self._result(frame, tracker.track(state, index[frame], source.display(frame)))
+                out = tracker.add_keyframe(state, index[frame], image, prompts[frame])
+            else:
+                out = tracker.track(state, index[frame], image)
+            yield self._result(frame, out)
         if plan.direction != BACKWARD:
             later = [k for k in sorted(prompts) if k > plan.keyframe]
             if later:
@@ -101,8 +108,13 @@ def _copy_state(state):
 def build(config: EngineConfig) -> MAM2Engine:
     try:
         from mam2_server.model.checkpoint import CheckpointError, load_model
+        from mam2_server.model.runtime import ENV_VAR, CudaOptions
     except ImportError as exc:  # torch / sam2 missing
         raise EngineError(f"the mam2 engine needs torch and sam2 ({exc}); run install.py") from None
+    try:
+        cuda = CudaOptions.parse(os.environ.get(ENV_VAR))
+    except ValueError as exc:
+        raise EngineError(f"mam2: {exc}") from None
     try:
         model, report = load_model(config.checkpoint, device=config.device)
     except CheckpointError as exc:
@@ -113,4 +125,6 @@ def build(config: EngineConfig) -> MAM2Engine:
                       "trimap head and the matter are untrained (random init), so trimaps and alphas are not "
                       "meaningful. Use a trained MAM2 .safetensors, or the 'hybrid' engine for SAM2 masks with "
                       "classic trimap + matte.", RuntimeWarning, stacklevel=2)
-    return MAM2Engine(model)
+    if model.device.type == "cuda":
+        log.info("mam2: CUDA options %s", cuda.describe())
+    return MAM2Engine(model, cuda=cuda)

@@ -8,5 +8,7 @@
 * `matter_vit`, `matter`: MEMatte-style trimap-based matter (routed ViT + detail capture, tiled);
 * `build`: `build_mam2(config)` -> `MAM2Model` (sam + matter);
 * `checkpoint`: official SAM2.1 `.pt` loading, MAM2 safetensors save/load, `make-tiny`;
-* `tracker`: `StreamingTracker` with typed, bounded per-shot state.
+* `tracker`: `StreamingTracker` with typed, bounded per-shot state;
+* `runtime`, `cuda_graphs`: how the tracker runs on CUDA (speed options, the encoder's side stream,
+  pinned host copies, CUDA graphs of the small stages), all off on the CPU.
 """

@@ -81,17 +81,19 @@ class Matter(nn.Module):
         """Display-referred RGB [B, 3, H, W] in [0, 1] -> ImageNet-normalised."""
         return (rgb - self.mean) / self.std
 
-    def forward(self, image: torch.Tensor, trimap: torch.Tensor, *, tiled: bool | None = None) -> torch.Tensor:
-        """image [B, 3, H, W] ImageNet-normalised, trimap [B, 1, H, W] in {0, 0.5, 1} -> alpha [B, 1, H, W]."""
-        return self.forward_with_routing(image, trimap, tiled=tiled)[0]
+    def forward(self, image: torch.Tensor, trimap: torch.Tensor, *, tiled: bool | None = None,
+                static_routing: bool = False) -> torch.Tensor:
+        """image [B, 3, H, W] ImageNet-normalised, trimap [B, 1, H, W] in {0, 0.5, 1} -> alpha [B, 1, H, W].
+        static_routing: the ViT's token routing with fixed shapes, no host sync (for CUDA streams)."""
+        return self.forward_with_routing(image, trimap, tiled=tiled, static_routing=static_routing)[0]
 
-    def forward_with_routing(self, image: torch.Tensor, trimap: torch.Tensor, *,
-                             tiled: bool | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward_with_routing(self, image: torch.Tensor, trimap: torch.Tensor, *, tiled: bool | None = None,
+                             static_routing: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """As forward, plus the router keep fractions (for MEMatte's ratio loss in training)."""
         h, w = image.shape[-2:]
         ph, pw = (-h) % 32, (-w) % 32
         x = F.pad(torch.cat([image, trimap.to(image.dtype)], dim=1), (0, pw, 0, ph))  # (B, 4, H', W')
-        vit = self._backbone(x)
+        vit = self._backbone(x, static_routing)
         if tiled is None:
             tiled = not self.training and max(x.shape[-2:]) > self.config.tile + 2 * self.config.tile_margin
         alpha = self._decode_tiled(vit.features, x) if tiled else self.decoder(vit.features, x)
@@ -101,16 +103,16 @@ class Matter(nn.Module):
             alpha = torch.where(t < 0.25, torch.zeros_like(alpha), torch.where(t > 0.75, torch.ones_like(alpha), alpha))
         return alpha, vit.keep_fractions
 
-    def _backbone(self, x: torch.Tensor) -> ViTOutput:
+    def _backbone(self, x: torch.Tensor, static_routing: bool = False) -> ViTOutput:
         p = self.config.patch_size
         grid = (x.shape[-2] // p, x.shape[-1] // p)
         pixels = x.shape[-2] * x.shape[-1]
         if pixels <= self.config.max_vit_pixels:
-            return self.backbone(x)
+            return self.backbone(x, static_routing=static_routing)
         s = math.sqrt(self.config.max_vit_pixels / pixels)
         size = (max(p, int(x.shape[-2] * s) // p * p), max(p, int(x.shape[-1] * s) // p * p))
         proxy = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        out = self.backbone(proxy)
+        out = self.backbone(proxy, static_routing=static_routing)
         return ViTOutput(F.interpolate(out.features, size=grid, mode="bilinear", align_corners=False),
                          out.keep_fractions)
 

@@ -41,7 +41,8 @@ class Mlp(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention over [B, N, D] with an optional additive key bias [B, 1, 1, N]."""
+    """Multi-head self-attention over [B, N, D] with an optional key bias [B, 1, 1, N] (additive, or a
+    boolean mask of the keys that take part)."""
 
     def __init__(self, *, dim: int, num_heads: int) -> None:
         super().__init__()
@@ -121,7 +122,8 @@ class Block(nn.Module):
         self.router = Router(dim=dim) if routed else None
         self.ltrm = LTRM(dim=dim) if routed else None
 
-    def forward(self, x: torch.Tensor, *, keep_ratio: float, max_tokens: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, *, keep_ratio: float, max_tokens: int,
+                static_routing: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, h, w, d = x.shape
         if self.router is None:
             y = self._attend(self.norm1(x))
@@ -136,6 +138,8 @@ class Block(nn.Module):
             att = self.attn(self.norm1(tokens), key_bias=bias.to(tokens.dtype))
             tokens = tokens + policy * att + (1 - policy) * refined
             keep = policy.squeeze(-1).mean(dim=1)
+        elif static_routing:
+            tokens, keep = self._route_static(tokens, logp, refined, max_tokens)
         else:
             out = tokens + refined
             keeps = []
@@ -151,6 +155,25 @@ class Block(nn.Module):
             tokens, keep = out, torch.stack(keeps)
         x = tokens.reshape(b, h, w, d)
         return x + self.mlp(self.norm2(x)), keep
+
+    def _route_static(self, tokens: torch.Tensor, logp: torch.Tensor, refined: torch.Tensor,
+                      max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference routing with fixed shapes (no host sync): the same kept tokens as the loop above
+        (margin > 0, at most `max_tokens` by margin), found as the top min(max_tokens, N) margins, of
+        which those <= 0 are masked out of the attention and left with LTRM. Global attention has no
+        positional term, so attending among the kept tokens in margin order equals the index order
+        up to float summation order. tokens, refined [B, N, D], logp [B, N, 2]."""
+        b, n, d = tokens.shape
+        margin = logp[..., 0] - logp[..., 1]  # (B, N)
+        top = torch.topk(margin, min(max_tokens, n), dim=1)
+        kept = top.values > 0  # (B, k)
+        idx = top.indices[..., None].expand(-1, -1, d)  # (B, k, D)
+        sel = torch.gather(tokens, 1, idx)
+        key_mask = kept[:, None, None, :]  # (B, 1, 1, k): a slot attends to kept slots only
+        attended = sel + self.attn(self.norm1(sel), key_bias=key_mask)
+        out = tokens + refined
+        out = out.scatter(1, idx, torch.where(kept[..., None], attended, torch.gather(out, 1, idx)))
+        return out, kept.sum(dim=1) / n
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, d = x.shape
@@ -197,14 +220,16 @@ class MatterViT(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> ViTOutput:
-        """x [B, 4, H, W]: ImageNet-normalised RGB + trimap in {0, 0.5, 1}; returns [B, D, H/p, W/p]."""
+    def forward(self, x: torch.Tensor, *, static_routing: bool = False) -> ViTOutput:
+        """x [B, 4, H, W]: ImageNet-normalised RGB + trimap in {0, 0.5, 1}; returns [B, D, H/p, W/p].
+        static_routing: inference routing without host syncs (`Block._route_static`; for CUDA)."""
         x = self.patch_embed(x)  # (B, D, h, w)
         pos = F.interpolate(self.pos_embed, size=x.shape[-2:], mode="bicubic", align_corners=False)
         x = (x + pos).permute(0, 2, 3, 1)  # (B, D, h, w) -> (B, h, w, D)
         keeps = []
         for i, blk in enumerate(self.blocks):
-            x, keep = blk(x, keep_ratio=self.config.keep_ratio, max_tokens=self.config.max_tokens)
+            x, keep = blk(x, keep_ratio=self.config.keep_ratio, max_tokens=self.config.max_tokens,
+                          static_routing=static_routing)
             if keep is not None:
                 keeps.append(keep)
             if str(i) in self.residuals:

@@ -20,7 +20,7 @@ and `trimap_from` ("pass1", "mss" or "mask").
 """
 from __future__ import annotations
 
-from typing import Any, List, Mapping, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, List, Mapping, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,9 @@ from sam2.modeling.sam2_base import NO_OBJ_SCORE, SAM2Base
 
 from mam2_server.model.config import PDDConfig
 from mam2_server.model.pdd import PromptableDualDecoder
+
+if TYPE_CHECKING:
+    from mam2_server.model.cuda_graphs import StageGraphs
 
 __all__ = ["MAM2Base", "HeadsOutput"]
 
@@ -158,9 +161,10 @@ class MAM2Base(SAM2Base):
 
     def _track_step(self, frame_idx, is_init_cond_frame, current_vision_feats, current_vision_pos_embeds,
                     feat_sizes, point_inputs, mask_inputs, output_dict, num_frames, track_in_reverse,
-                    prev_sam_mask_logits):
+                    prev_sam_mask_logits, graphs: Optional["StageGraphs"] = None):
         """sam2's contract (current_out, sam_outputs, high_res_features, pix_feat); sam_outputs is a
-        HeadsOutput whose trimap is the frame's final trimap (see module docstring)."""
+        HeadsOutput whose trimap is the frame's final trimap (see module docstring). With `graphs`
+        (CUDA), a tracked frame's decode (PDD pass 1 + MSS) replays a captured CUDA graph."""
         current_out: dict[str, Any] = {"point_inputs": point_inputs, "mask_inputs": mask_inputs}
         high_res_features = None
         if len(current_vision_feats) > 1:
@@ -186,28 +190,53 @@ class MAM2Base(SAM2Base):
                 mask_inputs = prev_sam_mask_logits
             multimask = self._use_multimask(is_init_cond_frame, point_inputs)
             use_mss = trimap_enabled and self.pdd_config.mss and not is_init_cond_frame
-            outs = self._forward_pdd_heads(pix_feat, point_inputs, mask_inputs, high_res_features, multimask,
-                                           with_trimap=trimap_enabled and not use_mss)
-            trimap_from = "pass1"
-            if use_mss:
-                second = self.mss_second_pass(current_vision_feats, feat_sizes, high_res_features, outs.low_res_masks)
-                outs = outs._replace(trimap_logits=second.trimap_logits)
-                trimap_from = "mss"
+            top, size = current_vision_feats[-1], feat_sizes[-1]
+            if graphs is not None and point_inputs is None and mask_inputs is None:  # a tracked frame
+                def decode(pix: torch.Tensor, free: torch.Tensor, *high_res: torch.Tensor) -> HeadsOutput:
+                    return self._decode(pix, free, size, list(high_res) or None, None, None, multimask, use_mss)
+                outs = graphs.run("decode", (multimask, use_mss, tuple(size)), decode,
+                                  (pix_feat, top, *(high_res_features or ())))
+            else:
+                outs = self._decode(pix_feat, top, size, high_res_features, point_inputs, mask_inputs, multimask,
+                                    use_mss)
+            trimap_from = "mss" if use_mss else "pass1"
         current_out["trimap_from"] = trimap_from if trimap_enabled else None
         return current_out, outs, high_res_features, pix_feat
 
+    def _decode(self, pix_feat: torch.Tensor, top_feat: torch.Tensor, feat_size: tuple[int, int],
+                high_res_features: Optional[List[torch.Tensor]], point_inputs: Optional[dict],
+                mask_inputs: Optional[torch.Tensor], multimask: bool, use_mss: bool) -> HeadsOutput:
+        """PDD pass 1 on the memory-conditioned feature pix_feat [B, C, H, W], then (use_mss) the MSS
+        pass on the memory-free top_feat [HW, B, C], whose trimap replaces pass 1's."""
+        outs = self._forward_pdd_heads(pix_feat, point_inputs, mask_inputs, high_res_features, multimask,
+                                       with_trimap=self.pdd_config.enabled and not use_mss)
+        if use_mss:
+            second = self.mss_second_pass([top_feat], [feat_size], high_res_features, outs.low_res_masks)
+            outs = outs._replace(trimap_logits=second.trimap_logits)
+        return outs
+
     def track_step(self, frame_idx, is_init_cond_frame, current_vision_feats, current_vision_pos_embeds,
                    feat_sizes, point_inputs, mask_inputs, output_dict, num_frames, track_in_reverse=False,
-                   run_mem_encoder=True, prev_sam_mask_logits=None):
-        """As `SAM2Base.track_step`, plus `trimap_logits` / `trimap_from` in the returned dict."""
+                   run_mem_encoder=True, prev_sam_mask_logits=None, graphs: Optional["StageGraphs"] = None):
+        """As `SAM2Base.track_step`, plus `trimap_logits` / `trimap_from` in the returned dict. `graphs`
+        (a `StageGraphs`, CUDA only): the decode and the memory encoder replay captured CUDA graphs."""
         current_out, outs, _, _ = self._track_step(
             frame_idx, is_init_cond_frame, current_vision_feats, current_vision_pos_embeds, feat_sizes,
-            point_inputs, mask_inputs, output_dict, num_frames, track_in_reverse, prev_sam_mask_logits)
+            point_inputs, mask_inputs, output_dict, num_frames, track_in_reverse, prev_sam_mask_logits, graphs)
         current_out["pred_masks"] = outs.low_res_masks
         current_out["pred_masks_high_res"] = outs.high_res_masks
         current_out["obj_ptr"] = outs.obj_ptr
         current_out["trimap_logits"] = outs.trimap_logits
         current_out["object_score_logits"] = outs.object_score_logits  # (sam2 adds it in eval only)
-        self._encode_memory_in_output(current_vision_feats, feat_sizes, point_inputs, run_mem_encoder,
-                                      outs.high_res_masks, outs.object_score_logits, current_out)
+        if graphs is not None and run_mem_encoder and self.num_maskmem > 0:
+            from_points, size = point_inputs is not None, feat_sizes[-1]
+
+            def encode(top: torch.Tensor, masks: torch.Tensor, scores: torch.Tensor):
+                return self._encode_new_memory([top], [size], masks, scores, from_points)
+            current_out["maskmem_features"], current_out["maskmem_pos_enc"] = graphs.run(
+                "memory_encoder", (from_points, tuple(size)), encode,
+                (current_vision_feats[-1], outs.high_res_masks, outs.object_score_logits))
+        else:
+            self._encode_memory_in_output(current_vision_feats, feat_sizes, point_inputs, run_mem_encoder,
+                                          outs.high_res_masks, outs.object_score_logits, current_out)
         return current_out

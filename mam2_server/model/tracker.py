@@ -16,24 +16,40 @@ tracking direction (re-tracking from a corrected keyframe), then decodes the pro
 The first keyframe of a state is decoded memory-free (sam2's initial conditioning
 frame); later keyframes are decoded with the bank as context. Images are (H, W, 3)
 display-referred float RGB in [0, 1]; any size (squashed to the model's square input).
+
+On a CUDA device the tracker also runs as `model.runtime.CudaOptions` says (all ignored on the
+CPU, whose path is the plain eager one): plates go up from pinned memory and a frame's outputs
+come down with one host wait; `encode` enqueues a frame's upload and image encoder on a side
+stream, so `prefetch` can start frame i + 1's encoder before frame i decodes (the engine's
+one-frame lookahead); the decode and memory encoder replay CUDA graphs (`model.cuda_graphs`);
+and the matter routes tokens with fixed shapes. Nothing in `track` waits for the device except
+the copy of its outputs.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Iterable, Iterator, Optional, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from mam2_server.model.build import MAM2Model
+from mam2_server.model.cuda_graphs import StageGraphs
+from mam2_server.model.runtime import CudaOptions, HostCopy, InlineStream, SideStream, Submitted, upload
 from mam2_server.prompts import BACKGROUND, FOREGROUND, Prompt
 
-__all__ = ["StreamingTracker", "ShotState", "FrameMemory", "FrameOutput", "trimap_from_mask"]
+__all__ = ["StreamingTracker", "ShotState", "FrameMemory", "FrameOutput", "EncodedFrame", "trimap_from_mask"]
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+INLINE = InlineStream()
+
+# A frame's plate on the device and its image-encoder features, maybe still being computed on the
+# encoder's side stream (`StreamingTracker.encode`); one add_keyframe/track call uses it.
+EncodedFrame = Submitted
+Image = Union[np.ndarray, EncodedFrame]
 
 
 @dataclass
@@ -93,9 +109,16 @@ def trimap_from_mask(mask: torch.Tensor, band: int) -> torch.Tensor:
 
 
 class StreamingTracker:
-    """Runs a MAM2Model frame by frame over shots. Stateless itself; all state is in ShotState."""
+    """Runs a MAM2Model frame by frame over shots. All shot state is in ShotState; the tracker holds
+    only what runs the device (its side stream, captured CUDA graphs).
 
-    def __init__(self, model: MAM2Model, *, run_matter: bool = True) -> None:
+    cuda: speed options on a CUDA device (default `CudaOptions()`: all on, graphs with autocast).
+    encoder_stream: where `encode` runs (default a `SideStream` on CUDA with `overlap`, else none: no
+    lookahead); tests pass an `InlineStream` to run the lookahead protocol on the CPU.
+    """
+
+    def __init__(self, model: MAM2Model, *, run_matter: bool = True, cuda: Optional[CudaOptions] = None,
+                 encoder_stream: Optional[InlineStream] = None) -> None:
         self.model = model
         self.sam = model.sam
         self.cfg = model.config.tracker
@@ -104,6 +127,24 @@ class StreamingTracker:
         self.keep_maskmem = max(self.sam.num_maskmem - 1, 0)
         self.keep_ptrs = max(self.sam.max_obj_ptrs_in_encoder - 1, 0)
         self.max_recent = max(self.cfg.max_recent_frames, self.keep_maskmem, self.keep_ptrs)
+        self.options = cuda or CudaOptions()
+        device = model.device
+        on_cuda = device.type == "cuda"
+        self.async_io = on_cuda and self.options.async_io
+        self.static_routing = on_cuda and self.options.static_routing
+        self.graphs: Optional[StageGraphs] = None
+        if on_cuda and self.options.graphs_on(model.config.autocast):
+            cast = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(model.config.autocast or "")
+            self.graphs = StageGraphs(device, autocast_dtype=cast)
+        if encoder_stream is None and on_cuda and self.options.overlap:
+            encoder_stream = SideStream(device)
+        self.encoder_stream = encoder_stream
+        self._imagenet = {}  # device -> (mean, std): uploaded once, not per frame (a blocking copy)
+
+    @property
+    def lookahead(self) -> bool:
+        """Whether `prefetch` encodes the next frame ahead (a side stream to overlap it on)."""
+        return self.encoder_stream is not None
 
     @property
     def device(self) -> torch.device:
@@ -114,13 +155,47 @@ class StreamingTracker:
 
     # -- public steps -------------------------------------------------------------------------
     @torch.inference_mode()
-    def add_keyframe(self, state: ShotState, index: int, image: np.ndarray, prompt: Prompt, *,
+    def encode(self, image: np.ndarray) -> EncodedFrame:
+        """Upload `image` and run the image encoder; with a side stream this only enqueues the work
+        there (returns at once), and the add_keyframe/track call that takes the frame waits for it
+        on the device."""
+        def work():
+            plate = self._upload(image)
+            return plate, self._features(plate)
+        return (self.encoder_stream or INLINE).submit(work)
+
+    def prefetch(self, frames: Iterable[int], read: Callable[[int], np.ndarray]) -> Iterator[tuple[int, Image]]:
+        """(frame, image) for `frames` in order, `read(frame)` giving the pixels. With `lookahead`,
+        frame i + 1 is read and its encoder enqueued before frame i is handed over, so the encoder
+        runs while frame i decodes; an error reading frame i + 1 is raised only after frame i was
+        handed over (its result is not lost). Without, each frame is read when it is due."""
+        if not self.lookahead:
+            for frame in frames:
+                yield frame, read(frame)
+            return
+        it = iter(frames)
+
+        def ahead() -> Optional[tuple[int, EncodedFrame]]:
+            frame = next(it, None)
+            return None if frame is None else (frame, self.encode(read(frame)))
+
+        pending = ahead()
+        while pending is not None:
+            try:
+                following = ahead()
+            except Exception:
+                yield pending
+                raise
+            yield pending
+            pending = following
+
+    @torch.inference_mode()
+    def add_keyframe(self, state: ShotState, index: int, image: Image, prompt: Prompt, *,
                      reverse: bool = False) -> FrameOutput:
         """Decode `prompt` on frame `index` and make it a conditioning frame (re-track from here)."""
         state.reverse = reverse
         self.drop_from(state, index)
-        plate = self._upload(image)
-        feats = self._features(plate)
+        plate, feats = self._encoded(image)
         points, mask_inputs, prev_logits = self._prompt_inputs(state, prompt)
         is_init = not state.cond
         out = self._step(state, index, feats, is_init=is_init, points=points, mask_inputs=mask_inputs,
@@ -135,14 +210,13 @@ class StreamingTracker:
         return self._frame_output(state, index, plate, out)
 
     @torch.inference_mode()
-    def track(self, state: ShotState, index: int, image: np.ndarray) -> FrameOutput:
+    def track(self, state: ShotState, index: int, image: Image) -> FrameOutput:
         """Track frame `index` (no prompt) from the bank, in the state's direction."""
         if not state.cond:
             raise RuntimeError("no keyframe yet: call add_keyframe before tracking")
         if index in state.cond:
             raise ValueError(f"frame {index} is a keyframe; use add_keyframe to change it")
-        plate = self._upload(image)
-        feats = self._features(plate)
+        plate, feats = self._encoded(image)
         out = self._step(state, index, feats, is_init=False, points=None, mask_inputs=None, prev_logits=None,
                          run_mem_encoder=True)
         memory = self._memory(state, index, out, out["maskmem_features"], out["maskmem_pos_enc"])
@@ -160,12 +234,22 @@ class StreamingTracker:
                 del bank[i]
 
     # -- internals ----------------------------------------------------------------------------
+    def _encoded(self, image: Image):
+        """(plate, features) of a frame given as pixels or as `encode`'s result."""
+        if isinstance(image, Submitted):
+            return (self.encoder_stream or INLINE).join(image)
+        plate = self._upload(image)
+        return plate, self._features(plate)
+
     def _upload(self, image: np.ndarray) -> torch.Tensor:
         """(H, W, 3) image -> (1, 3, H, W) float32 on the model's device: uploaded once per frame for
-        both the encoder and the matter (on the CPU it stays a view of the array)."""
+        both the encoder and the matter (on the CPU it stays a view of the array; on CUDA with
+        async_io it goes through pinned memory without a host wait)."""
         img = np.asarray(image, dtype=np.float32)
         if img.ndim != 3 or img.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) image, got {img.shape}")
+        if self.async_io:
+            return upload(img, self.device)
         return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].to(self.device)
 
     def _features(self, image: np.ndarray | torch.Tensor):
@@ -173,7 +257,10 @@ class StreamingTracker:
         s = self.sam.image_size
         if x.shape[-2:] != (s, s):
             x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-        x = (x - IMAGENET_MEAN.to(x.device)) / IMAGENET_STD.to(x.device)
+        if x.device not in self._imagenet:
+            self._imagenet[x.device] = IMAGENET_MEAN.to(x.device), IMAGENET_STD.to(x.device)
+        mean, std = self._imagenet[x.device]
+        x = (x - mean) / std
         with self.model.autocast():
             backbone_out = self.sam.forward_image(x)
         _, vision_feats, vision_pos, feat_sizes = self.sam._prepare_backbone_features(backbone_out)
@@ -224,16 +311,19 @@ class StreamingTracker:
                 current_vision_pos_embeds=vision_pos, feat_sizes=feat_sizes, point_inputs=points,
                 mask_inputs=mask_inputs, output_dict=self._output_dict(state), num_frames=max(num_frames, 1),
                 track_in_reverse=state.reverse, run_mem_encoder=run_mem_encoder,
-                prev_sam_mask_logits=prev_logits)
+                prev_sam_mask_logits=prev_logits, graphs=self.graphs)
 
     def _memory(self, state: ShotState, index: int, out: dict, mem: torch.Tensor, pos) -> FrameMemory:
         store = torch.device("cpu") if self.cfg.offload_memory_to_cpu else self.device
         if state.maskmem_pos_enc is None and pos is not None:
             state.maskmem_pos_enc = [p[0:1].clone() for p in pos]
+        # an offloaded memory goes down without a host wait (into pinned memory): only the device reads
+        # it again, through a copy enqueued after this one on the same stream
+        down = self.async_io and store.type == "cpu"
         return FrameMemory(index=index, obj_ptr=out["obj_ptr"].float(),
                            object_score_logits=out["object_score_logits"].float(),
-                           pred_masks=out["pred_masks"].float().to(store),
-                           maskmem_features=mem.to(self.storage_dtype).to(store))
+                           pred_masks=out["pred_masks"].float().to(store, non_blocking=down),
+                           maskmem_features=mem.to(self.storage_dtype).to(store, non_blocking=down))
 
     def _evict(self, state: ShotState) -> None:
         """Keep the bank bounded: the newest `max_recent` non-cond frames (all with mask memory, so a
@@ -251,12 +341,19 @@ class StreamingTracker:
             trimap = up.argmax(dim=1, keepdim=True).float() * 0.5  # classes 0/1/2 -> 0/0.5/1
         else:
             trimap = trimap_from_mask(mask, band=max(1, round(0.01 * (h * h + w * w) ** 0.5)))
-        alpha = None
+        alpha_t = None
         if self.run_matter:
             with self.model.autocast():
-                alpha_t = self.model.matter(self.model.matter.normalise(plate), trimap)
-            alpha = alpha_t.float()[0, 0].clamp(0, 1).cpu().numpy()
-        return FrameOutput(index=index, mask=mask[0, 0].cpu().numpy().astype(np.float32),
-                           trimap=trimap[0, 0].cpu().numpy().astype(np.float32), alpha=alpha,
-                           mask_logits=low, trimap_logits=tri_logits,
-                           object_score=float(out["object_score_logits"].flatten()[0]))
+                alpha_t = self.model.matter(self.model.matter.normalise(plate), trimap,
+                                            static_routing=self.static_routing)
+        if self.async_io:  # one host wait for everything the frame hands out
+            planes = [mask[0, 0], trimap[0, 0]] + ([] if alpha_t is None else [alpha_t.float()[0, 0].clamp(0, 1)])
+            (mask_np, trimap_np, *alpha_np), (score,) = HostCopy(planes, [out["object_score_logits"]]).result()
+            alpha = alpha_np[0] if alpha_np else None
+        else:
+            alpha = None if alpha_t is None else alpha_t.float()[0, 0].clamp(0, 1).cpu().numpy()
+            mask_np = mask[0, 0].cpu().numpy().astype(np.float32)
+            trimap_np = trimap[0, 0].cpu().numpy().astype(np.float32)
+            score = float(out["object_score_logits"].flatten()[0])
+        return FrameOutput(index=index, mask=mask_np, trimap=trimap_np, alpha=alpha, mask_logits=low,
+                           trimap_logits=tri_logits, object_score=score)
