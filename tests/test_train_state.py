@@ -109,6 +109,24 @@ def test_last_names_its_steps_optimizer_file(tmp_path):
         copy_checkpoint(out / "stage1_step_000002.safetensors", tmp_path / "elsewhere.safetensors")
 
 
+def test_another_runs_optimizer_of_the_same_step_is_not_a_pair(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    model, optimizer, _ = _run_to_step_1(out)
+    _save_step(model, optimizer, out, 2)
+    # a new run in the same folder dies at its own step 2, after its optimizer file, before its weights
+    other, other_optimizer = _model_and_optimizer()
+    _advance(other_optimizer)
+    def dies(*args, **kwargs):
+        raise Crash("before the weights")
+
+    monkeypatch.setattr("mam2_server.train.state.save_mam2", dies)
+    with pytest.raises(Crash):
+        save_training_checkpoint(other, other_optimizer, out / "stage1_step_000002.safetensors", stage=1, step=2,
+                                 seed=8)
+    with pytest.raises(CheckpointError, match="saved with other weights"):
+        resume_state(out / "stage1_last.safetensors", 1)
+
+
 def test_hostile_optimizer_name_is_refused(tmp_path):
     model, _ = _model_and_optimizer()
     path = save_mam2(model, tmp_path / "w.safetensors",

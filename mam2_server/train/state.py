@@ -5,15 +5,18 @@ A checkpoint is a MAM2 safetensors file (`save_mam2`: loadable by ``mam2 matte -
 ``<name>.optim.pt`` beside it with the AdamW state and the same step. Each file is written to a
 temporary name and renamed into place; a resume checks that the two belong together.
 
-The weights' metadata names their optimizer file (``train_optimizer``), so ``stageN_last`` is
-one file: a copy of the last step's weights that names that step's ``.optim.pt``. Replacing it
-is a single rename, so a crash leaves the previous pair or the new one, never weights of one
-step with the optimizer of another. (Checkpoints without that key, from before, pair with the
-``.optim.pt`` of their own name.) Only rank 0 writes (the ranks hold identical weights, see
+The weights' metadata names their optimizer file (``train_optimizer``) and a random id the
+optimizer file also holds (``train_pair``), so ``stageN_last`` is one file: a copy of the latest
+checkpoint's weights, naming that checkpoint's ``.optim.pt``. Replacing it is a single rename,
+so a crash leaves the previous pair or the new one, and weights never resume with an optimizer
+state saved with other weights (not even another run's of the same step in the same folder).
+Checkpoints without those keys, from before, pair with the ``.optim.pt`` of their own name and
+the same step. Only rank 0 writes (the ranks hold identical weights, see
 `distributed.weights_digest`).
 """
 from __future__ import annotations
 
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,7 @@ __all__ = ["ResumeState", "optim_path", "optimizer_file", "save_training_checkpo
            "load_training_checkpoint", "resume_state"]
 
 OPTIMIZER_KEY = "train_optimizer"  # metadata: the optimizer file's name, beside the weights ("" = none)
+PAIR_KEY = "train_pair"  # metadata: the id the optimizer file holds too
 
 
 def optim_path(path: Path) -> Path:
@@ -53,14 +57,15 @@ def save_training_checkpoint(model: MAM2Model, optimizer: torch.optim.Optimizer 
     when complete."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    optim = optim_path(path)
+    optim, pair = optim_path(path), secrets.token_hex(8)
     meta = {"train_stage": str(stage), "train_step": str(step), "train_seed": str(seed),
-            "train_world_size": str(world_size), OPTIMIZER_KEY: optim.name if optimizer is not None else ""}
+            "train_world_size": str(world_size), OPTIMIZER_KEY: optim.name if optimizer is not None else "",
+            PAIR_KEY: pair}
     if optimizer is None:
-        optim.unlink(missing_ok=True)  # never pair these weights with an older run's optimizer
+        optim.unlink(missing_ok=True)  # never leave an older run's optimizer beside these weights
     else:
         with atomic_path(optim) as tmp:
-            torch.save({"step": step, "stage": stage, "optimizer": optimizer.state_dict()}, tmp)
+            torch.save({"step": step, "stage": stage, "pair": pair, "optimizer": optimizer.state_dict()}, tmp)
     with atomic_path(path) as tmp:
         save_mam2(model, tmp, extra_metadata=meta)
     return path
@@ -94,6 +99,9 @@ def load_training_checkpoint(path: str | Path, *, device: str | torch.device = "
         if str(blob.get("step")) != meta.get("train_step"):
             raise CheckpointError(f"{optim} is from step {blob.get('step')} but {path.name} from step "
                                   f"{meta.get('train_step')}: not a pair (an interrupted save?)")
+        if PAIR_KEY in meta and blob.get("pair") != meta[PAIR_KEY]:
+            raise CheckpointError(f"{optim} was saved with other weights than {path.name} (same step {blob.get('step')}"
+                                  ", another save over it: an interrupted run in the same folder?): not a pair")
         state = blob["optimizer"]
     return model, meta, state
 
