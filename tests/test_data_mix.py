@@ -5,8 +5,9 @@ import torch
 
 import dataset_layouts as L
 from mam2_server.data import Backgrounds, RawSample, open_dataset
-from mam2_server.data.files import composite_linear, linear_to_srgb, srgb_to_linear
+from mam2_server.data.files import composite_linear
 from mam2_server.io.colour import ColourConverter
+from mam2_server.io.srgb import linear_to_srgb, srgb_to_linear
 from mam2_server.train.augment import AugmentConfig, make_sample
 from mam2_server.train.losses import TRIMAP_BG, TRIMAP_FG, TRIMAP_UNKNOWN
 from mam2_server.train.mix import PAPER_MIX, DataSpec, MixedData

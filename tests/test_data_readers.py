@@ -1,6 +1,9 @@
 """Dataset readers on tiny fixtures written in each dataset's published layout; clear errors for wrong ones."""
 import json
+import re
 import shutil
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -143,3 +146,23 @@ def test_pick_frames():
         assert len(set(steps)) == 1 and 1 <= steps[0] <= 3
     assert pick_frames(2, 4, rng) in ([0, 1, 1, 1], [1, 1, 1, 1])  # a short clip repeats its last frame
     assert pick_frames(10, 3, rng, starts=[7])[0] == 7
+
+
+def test_youtube_vis_without_pycocotools_names_the_train_extra(tmp_path, monkeypatch):
+    vis = L.write_youtube_vis(tmp_path / "VIS")
+    monkeypatch.setitem(sys.modules, "pycocotools", None)  # import pycocotools -> ImportError
+    with pytest.raises(RuntimeError, match=r"instances.json: YouTube-VIS masks .*pycocotools.*'train' extra"):
+        open_dataset("video_seg", vis)
+    open_dataset("video_seg", L.write_youtube_vos(tmp_path / "VOS"))  # palette masks need nothing extra
+
+
+def _names(requirements):
+    return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def test_pycocotools_is_an_extra_not_a_core_dependency():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert "pycocotools" not in _names(project["dependencies"])
+    extras = project["optional-dependencies"]
+    assert "pycocotools" in _names(extras["train"]) and "pycocotools" in _names(extras["dev"])

@@ -6,9 +6,8 @@ with OpenCV (fast JPEG / PNG, and video files through its bundled FFmpeg); palet
 that OpenCV would turn into colours.
 
 Compositing happens in linear light, as our plates are: the sRGB foreground and background
-are decoded to linear (`srgb_to_linear`, the IEC 61966-2-1 curve), mixed with the alpha, and
-the mix is encoded back to sRGB (`linear_to_srgb`) because the network sees display-encoded
-frames (see `StreamingTracker`). tests/test_data_files.py checks both curves against OCIO.
+are decoded to linear (`mam2_server.io.srgb`), mixed with the alpha, and the mix is encoded
+back to sRGB because the network sees display-encoded frames (see `StreamingTracker`).
 """
 from __future__ import annotations
 
@@ -19,8 +18,10 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
+from mam2_server.io.srgb import linear_to_srgb, srgb_to_linear
+
 __all__ = ["IMAGE_EXTS", "VIDEO_EXTS", "DatasetLayoutError", "list_images", "walk_dirs", "find_dirs", "seen_dirs", "read_rgb", "read_alpha",
-           "read_rgba", "read_palette", "srgb_to_linear", "linear_to_srgb", "composite_linear", "VideoFile"]
+           "read_rgba", "read_palette", "composite_linear", "VideoFile"]
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
@@ -119,24 +120,6 @@ def read_palette(path: Path) -> np.ndarray:
             return np.asarray(im, dtype=np.uint8).copy()
     except OSError as exc:
         raise DatasetLayoutError(f"{path}: not a readable PNG ({exc})") from None
-
-
-_LUT = np.where((k := np.arange(256) / 255.0) <= 0.04045, k / 12.92, ((k + 0.055) / 1.055) ** 2.4).astype(np.float32)
-
-
-def srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    """sRGB-encoded values (uint8, or float in [0, 1]) -> linear float32 (IEC 61966-2-1 curve)."""
-    if x.dtype == np.uint8:
-        return _LUT[x]
-    x = np.asarray(x, np.float32)
-    return np.where(x <= 0.04045, x / 12.92, ((np.maximum(x, 0.04045) + 0.055) / 1.055) ** 2.4).astype(np.float32)
-
-
-def linear_to_srgb(x: np.ndarray) -> np.ndarray:
-    """Linear float -> sRGB-encoded float32 in [0, 1] (clipped: this copy only feeds the network)."""
-    x = np.clip(np.asarray(x, np.float32), 0.0, 1.0)
-    return np.where(x <= 0.0031308, x * 12.92, 1.055 * np.power(np.maximum(x, 0.0031308), 1 / 2.4) - 0.055
-                    ).astype(np.float32)
 
 
 def composite_linear(fg: np.ndarray, alpha: np.ndarray, bg: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ Layouts (checked in each dataset's official repository or README; docs/training.
   are used (YouTube-VOS annotates every 5th frame).
 * video_seg, YouTube-VIS: ``JPEGImages/<video>/<frame>.jpg`` + ``instances.json`` (2021) or
   ``train.json`` (2019): COCO-style ``videos`` (``file_names``) and ``annotations`` with one RLE
-  segmentation (or null) per frame, decoded with pycocotools.
+  segmentation (or null) per frame, decoded with pycocotools (the ``train`` extra).
 * video_matting, VideoMatte240K: ``fgr/<clip>/<frame>.jpg`` + ``pha/<clip>/<frame>.jpg`` (the
   JPEG_SD / JPEG_HD releases, under ``train/``) or the original ``fgr/<clip>.mp4`` + ``pha/<clip>.mp4``;
   composited over ``--backgrounds``.
@@ -81,6 +81,17 @@ class PaletteVideoSegReader:
                          source=str(frames[picks[0]][0]))
 
 
+def _coco_mask(annotations: Path):
+    """pycocotools' mask module (RLE decoding), which the ``train`` extra installs."""
+    try:
+        from pycocotools import mask
+    except ImportError:
+        raise RuntimeError(f"{annotations}: YouTube-VIS masks are COCO RLE, decoded with pycocotools, which is not "
+                           "installed: install mam2's 'train' extra (pip install -e '.[train]' in the mam2 checkout, "
+                           "or pip install 'pycocotools>=2.0.8')") from None
+    return mask
+
+
 class YouTubeVISReader:
     """YouTube-VIS: JPEGImages + a COCO-style JSON with per-frame RLE masks per instance."""
 
@@ -88,7 +99,8 @@ class YouTubeVISReader:
     layout = "YouTube-VIS (JPEGImages + instances.json)"
 
     def __init__(self, root: Path, images: Path, annotations: Path) -> None:
-        self.root, self.images = root, images
+        self.root, self.images, self.annotations = root, images, annotations
+        _coco_mask(annotations)  # fail when the data is opened, not steps into a run
         try:
             data = json.loads(annotations.read_text(encoding="utf-8"))
             videos = {v["id"]: v for v in data["videos"]}
@@ -116,8 +128,7 @@ class YouTubeVISReader:
         return len(self.items)
 
     def read(self, index: int, num_frames: int, rng: np.random.Generator) -> RawSample | None:
-        from pycocotools import mask as mask_utils
-
+        mask_utils = _coco_mask(self.annotations)
         names, segs, (h, w) = self.items[index]
         picks = pick_frames(len(names), num_frames, rng, starts=[i for i, s in enumerate(segs) if s is not None])
         masks = []

@@ -27,8 +27,9 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from mam2_server.data.files import list_images, read_alpha, read_rgb, srgb_to_linear, walk_dirs
+from mam2_server.data.files import list_images, read_alpha, read_rgb, walk_dirs
 from mam2_server.eval.metrics import METRICS, SequenceMetrics, format_table
+from mam2_server.io.srgb import srgb_to_linear
 from mam2_server.prompts import Point, Prompt
 
 __all__ = ["PROMPT_KINDS", "BenchmarkClip", "ClipSource", "find_clips", "first_frame_prompt", "evaluate_benchmark",

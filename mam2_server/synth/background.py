@@ -6,23 +6,12 @@ import functools
 import cv2
 import numpy as np
 
+from mam2_server.io.srgb import linear_to_srgb, srgb_to_linear  # noqa: F401 (synth's colour helpers, re-exported)
 from mam2_server.synth.noise import Wobble
 
 # skimage.data images that ship inside the wheel (checked offline); grey ones get a tint
 BACKGROUNDS: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "rocket", "camera", "grass", "gravel", "brick")
 _TINTS = {"camera": (1.0, 0.97, 0.9), "grass": (0.75, 1.0, 0.6), "gravel": (1.0, 0.95, 0.85), "brick": (1.0, 0.8, 0.7)}
-
-
-def srgb_to_linear(v: np.ndarray) -> np.ndarray:
-    """IEC 61966-2-1 sRGB decoding (display [0, 1] -> scene-linear)."""
-    v = np.asarray(v, np.float32)
-    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4).astype(np.float32)
-
-
-def linear_to_srgb(v: np.ndarray) -> np.ndarray:
-    """sRGB encoding of scene-linear values, clipped to [0, 1]."""
-    v = np.clip(np.asarray(v, np.float32), 0.0, 1.0)
-    return np.where(v <= 0.0031308, v * 12.92, 1.055 * np.power(v, 1 / 2.4) - 0.055).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=len(BACKGROUNDS))

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from mam2_server.data.base import Backgrounds, RawSample
-from mam2_server.data.files import linear_to_srgb, srgb_to_linear
+from mam2_server.io.srgb import linear_to_srgb, srgb_to_linear
 from mam2_server.train.data import KIND_CODES, TrainSample, box_from_mask
 from mam2_server.train.losses import trimap_from_alpha
 

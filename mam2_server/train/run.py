@@ -8,7 +8,8 @@ clips and steps AdamW. The learning rate follows a linear warm-up and a cosine d
 the paper's initial rate (sec. 4.1 gives only the initial rate). Dropout and Gumbel noise are
 seeded per (seed, step, rank), so a resumed run continues bit for bit (same world size).
 
-Rank 0 writes the checkpoints (atomic, `state`) and the CSV log (`log`); at every checkpoint
+Rank 0 writes the checkpoints (atomic, `state`) and the CSV log (`log`); every checkpoint
+(each `save_every` steps and the last step) also becomes ``stageN_last``. At every checkpoint
 the ranks' weight digests are compared, and a mismatch stops the run.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ from mam2_server.train.loop import DEFAULT_WEIGHTS, batch_loss, freeze_for_stage
 from mam2_server.train.mix import MixedData, StepBatches
 from mam2_server.train.state import copy_checkpoint, save_training_checkpoint
 
-__all__ = ["TrainSettings", "TrainRun", "lr_factor", "train"]
+__all__ = ["TrainSettings", "TrainRun", "lr_factor", "last_path", "train"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,11 @@ class _BatchLoss(nn.Module):
         if loss is None:  # nothing supervised on this rank: a zero that still takes part in the all-reduce
             loss = sum(p.reshape(-1)[0] * 0.0 for p in self.trainable)
         return loss, parts, active
+
+
+def last_path(out_dir: Path, stage: int) -> Path:
+    """``stageN_last.safetensors``: the latest checkpoint of the run in `out_dir` (`state.copy_checkpoint`)."""
+    return Path(out_dir) / f"stage{stage}_last.safetensors"
 
 
 def _autocast(precision: str, device: torch.device):
@@ -173,11 +179,10 @@ def train(model: MAM2Model, data: MixedData, settings: TrainSettings, out_dir: s
             if s.save_every and (step + 1) % s.save_every == 0 and step + 1 < s.steps:
                 _checkpoint(model, optimizer, out_dir / f"stage{s.stage}_step_{step + 1:06d}.safetensors", s, dist,
                             run, log)
-        final = out_dir / f"stage{s.stage}_step_{run.last_step:06d}.safetensors"
-        _checkpoint(model, optimizer, final, s, dist, run, log)
+        _checkpoint(model, optimizer, out_dir / f"stage{s.stage}_step_{run.last_step:06d}.safetensors", s, dist, run,
+                    log)
         if dist.is_main:
-            run.checkpoints.append(copy_checkpoint(final, out_dir / f"stage{s.stage}_last.safetensors"))
-        dist.barrier()
+            run.checkpoints.append(last_path(out_dir, s.stage))
     finally:
         if log is not None:
             log.close()
@@ -194,6 +199,7 @@ def _checkpoint(model, optimizer, path: Path, s: TrainSettings, dist: DistContex
     if dist.is_main:
         run.checkpoints.append(save_training_checkpoint(model, optimizer, path, stage=s.stage, step=run.last_step,
                                                         seed=s.seed, world_size=dist.world_size))
+        copy_checkpoint(path, last_path(path.parent, s.stage))  # after a crash, --resume _last continues from here
         log.event({"event": "checkpoint", "step": run.last_step, "path": str(path), "rank_digests": digests})
     dist.barrier()
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from mam2_server.io.srgb import linear_to_srgb
 from mam2_server.stages.base import FrameSource
 from mam2_server.stages.segment.common import resize
 
@@ -27,8 +28,7 @@ class Plate:
 
 
 def _gray_u8(linear: np.ndarray) -> np.ndarray:
-    x = np.clip(linear, 0, 1)
-    x = np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
+    x = linear_to_srgb(linear)
     y = x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114
     return np.clip(y * 255 + 0.5, 0, 255).astype(np.uint8)
 
