@@ -1,11 +1,11 @@
 """`classic`: weights-free video matting.
 
-segment: GrabCut from the prompt carried by DIS optical flow with accumulated colour models
-(`stages.segment.tracker.FlowTracker`); trimap: unknown band adapted to local uncertainty,
-smoothed over time (`stages.trimap.adaptive.AdaptiveTrimapper`); matte: closed-form
-matting with clean-plate and layer (difference-matting) evidence in linear light, a
-see-through test that softens sure foreground, and temporal priors at a proxy resolution,
-guided-filter upsampled (`stages.matte.video.VideoMatter`).
+segment: GrabCut from the prompt carried by DIS optical flow, with colour models accumulated over
+the pass and anchored on every keyframe up to the pass's own (`stages.segment.tracker.FlowTracker`);
+trimap: an unknown band whose width follows local uncertainty, smoothed over time
+(`stages.trimap.adaptive.AdaptiveTrimapper`); matte: closed-form matting at a proxy resolution,
+guided-filter upsampled, where the inside of the mask stays opaque unless the background that
+other frames reveal shows through it (`stages.matte.evidence.EvidenceMatter`).
 """
 from __future__ import annotations
 

@@ -15,13 +15,15 @@ On a keyframe the object is cut from its prompt (a mask the user drew seeds the 
 where its edge is). Pixels whose colour the pass's models call background, not merely
 ambiguous, are holes in the mask (gaps between leaves that GrabCut's smoothing closed); an object
 sharing its background's colours is ambiguous and keeps its inside.
+
 The colour models of every keyframe the pass may use (its own and, the engine being chained,
 the earlier ones) anchor the pass's colour model: a correction keeps what the earlier keyframes
 taught. (Seeding the keyframe's cut with them as well made a second, correct box worse than the
-tracked mask it replaced: 16-bin histograms are too coarse to overrule GrabCut's own models.) When the cut finds nothing in a box (the
-object cannot be told from its background by colour) the frame is left empty, the conservative
-answer, and the log says so. An object that leaves the frame leaves an empty warped mask and the
-result stays empty (alpha 0) from then on.
+tracked mask it replaced: 16-bin histograms are too coarse to overrule GrabCut's own models.)
+
+When the cut finds nothing in a box (the object cannot be told from its background by colour)
+the frame is left empty, the conservative answer, and the log says so. An object that leaves the
+frame leaves an empty warped mask and the result stays empty (alpha 0) from then on.
 """
 from __future__ import annotations
 
