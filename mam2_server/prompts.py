@@ -118,7 +118,7 @@ class Prompt:
         if "mask" in obj:
             if not isinstance(obj["mask"], str) or not obj["mask"]:
                 raise PromptError(f"'mask' is the path of a mask image, got {obj['mask']!r}")
-            mask_path = str(Path(base or ".") / obj["mask"])
+            mask_path = str((Path(base or ".") / obj["mask"]).resolve())
             mask = load_mask(mask_path)
         try:
             points = tuple(Point(float(p[0]), float(p[1]), int(p[2]) if len(p) > 2 else FOREGROUND)

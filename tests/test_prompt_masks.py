@@ -52,7 +52,7 @@ def test_prompt_json_reads_mask_paths_relative_to_the_file(tmp_path):
     (tmp_path / "keys.json").write_text(json.dumps([{"frame": 3, "mask": "masks/key.png"}, {"frame": 1, "box": [1, 2, 30, 40]}]))
     prompts = {p.frame: p for p in load_prompts(tmp_path / "keys.json")}
     assert prompts[3].mask.shape == (H, W) and prompts[3].mask.all()
-    assert prompts[3].to_json() == {"frame": 3, "mask": str(tmp_path / "masks" / "key.png")}
+    assert prompts[3].to_json() == {"frame": 3, "mask": str((tmp_path / "masks" / "key.png").resolve())}
     (tmp_path / "bad.json").write_text(json.dumps([{"frame": 1, "mask": "nope.png"}]))
     with pytest.raises(PromptError, match="nope.png"):
         load_prompts(tmp_path / "bad.json")

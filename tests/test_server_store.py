@@ -6,6 +6,7 @@ from mam2_server.io.image import ImageInfo
 from mam2_server.protocol import ProtocolError
 from mam2_server.server.pixels import check_plate_info
 from mam2_server.server.shots import ShotStore
+from mam2_server.prompts import Prompt
 from mam2_server.server.store import check_shot_id
 
 
@@ -60,3 +61,25 @@ def test_an_exr_mask_with_a_huge_data_window_is_refused_before_decoding():
     ref = P.Pixels(encoding=P.ENC_EXR, buffer=1)
     with pytest.raises(ProtocolError, match="exceeds"):
         decode_pixels(ref, [data], width=64, height=48, channels=(1,))
+
+
+def test_cache_keys_cover_the_neighbours_and_earlier_keyframes_an_engine_reads(tmp_path):
+    """A re-uploaded frame changes the key of every frame whose result may read it: its pass's later
+    frames, frames within the engine's neighbour reach, and (chained) the passes after its keyframe."""
+    store = ShotStore(tmp_path, memory_budget=1 << 30)
+    shot, _ = store.open(shot="sh", first=1, last=20, width=8, height=6, colorspace=None)
+    for f in range(1, 21):
+        shot.frames[f] = (f"{f:032d}", tmp_path / f"{f}.exr")
+    prompts = {1: Prompt(frame=1, box=(1, 1, 5, 5)), 10: Prompt(frame=10, box=(1, 1, 5, 5))}
+    before = shot.alpha_keys("e", chained=True, prompts=prompts, reach=3)
+    shot.frames[1] = ("x" * 32, tmp_path / "1b.exr")  # the first keyframe's plate changes
+    after = shot.alpha_keys("e", chained=True, prompts=prompts, reach=3)
+    assert all(after[f] != before[f] for f in range(1, 21))  # every pass used keyframe 1's pixels
+    shot.frames[1] = ("1".zfill(32), tmp_path / "1.exr")
+    shot.frames[15] = ("y" * 32, tmp_path / "15b.exr")
+    moved = shot.alpha_keys("e", chained=True, prompts=prompts, reach=3)
+    changed = sorted(f for f in range(1, 21) if moved[f] != before[f])
+    assert changed == [12, 13, 14, 15, 16, 17, 18, 19, 20]  # 3 before it (the plate), itself and after
+    independent = shot.alpha_keys("e", chained=False, prompts=prompts)
+    shot.frames[15] = ("15".zfill(32), tmp_path / "15.exr")
+    assert shot.alpha_keys("e", chained=False, prompts=prompts)[14] == independent[14]

@@ -78,3 +78,9 @@ def test_the_inside_of_the_mask_is_sure_foreground_whatever_its_colour():
     murky = np.where(square_mask() > 0, 0.5, 0.0).astype(np.float32)
     tri = t.process(images(), Segmentation(square_mask(), {"colour_prob": murky}))
     assert tri[32, 48] == 1.0 and tri[2, 2] == 0.0
+    # a thin part (a 5 px bar) keeps a core of sure foreground however wide the band would be
+    bar = np.zeros((H, W), np.float32)
+    bar[30:35, 10:86] = 1.0
+    t.begin_pass(None, Pass(1, FORWARD, (1,)), {1: Prompt(frame=1, box=(1, 1, 5, 5))})
+    tri = t.process(images(), Segmentation(bar, {"colour_prob": np.where(bar > 0, 0.5, 0.0).astype(np.float32)}))
+    assert (tri[32, 15:80] == 1.0).all()

@@ -220,6 +220,13 @@ def test_conditions_keep_the_truth_consistent_with_the_plate(condition):
         plain = make_clip("solid", num_frames=4, width=W, height=H, seed=3)
         hidden = sum(float((plain.alpha(f) - clip.alpha(f)).max()) for f in clip.frames)
         assert hidden > 0.5
+        for f in clip.frames:  # poles over (object over background), composited independently
+            t = float(f - clip.frames[0])
+            mid_p, mid_a = clip._mid.render(t)
+            obj = plain.layers(f)
+            under = obj.premult + (1 - obj.alpha[..., None]) * obj.background
+            expect = mid_p + (1 - mid_a[..., None]) * under
+            assert np.abs(clip.frame(f)[0] - expect).max() < 1e-4
     if condition == "camouflage":  # the object wears its background's colours
         lay = clip.layers(clip.frames[0])
         inside = lay.alpha > 0.99

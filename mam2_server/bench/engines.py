@@ -225,6 +225,10 @@ def run(args: argparse.Namespace) -> int:
     for split in splits:
         conditions = _names(args.conditions, SPLITS[split].conditions, CONDITIONS, "conditions")
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(SPLITS[split].seeds)
+        if split == "tuning":  # the held-out data stays out of anything called tuning
+            leaked = sorted(set(conditions) & set(HELDOUT_CONDITIONS)) + sorted(set(seeds) & set(SPLITS["heldout"].seeds))
+            if leaked:
+                raise SystemExit(f"--split tuning: {', '.join(map(str, leaked))} belong to the held-out split")
         jobs += [(split, k, c, s, i) for c in conditions for k in kinds for i, s in enumerate(seeds)]
     rows = []
     bar = tqdm(total=len(jobs), desc="bench engines", unit="clip")

@@ -59,11 +59,12 @@ def load_still(folder: Path, max_side: int = 0):
 
 
 def still_prompt(gt: np.ndarray, kind: str, frame: int = 1):
+    """The box of alpha > 0.02 padded by 3 % of the long side, or the good-segmentation mask of
+    `bench.engines.make_prompt`."""
+    from mam2_server.bench.engines import make_prompt
     from mam2_server.prompts import Prompt
     if kind == "mask":
-        m = (gt > 0.5).astype(np.uint8)
-        m = cv2.erode(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
-        return Prompt(frame=frame, mask=m.astype(np.float32))
+        return make_prompt("mask", frame, gt)
     ys, xs = np.nonzero(gt > 0.02)
     h, w = gt.shape
     pad = 0.03 * max(h, w)

@@ -43,6 +43,9 @@ class Engine(ABC):
     # True when the engine runs a network that wants a GPU: a cluster or farm gives each of its tasks one
     # by default, and `--device cuda` means something to it. Read from the class, without building it.
     needs_gpu: ClassVar[bool] = False
+    # How many frames on either side a frame's result may read beyond its own pass (a clean plate
+    # from neighbouring frames): a server's cache key must cover their pixels too.
+    neighbour_reach: ClassVar[int] = 0
 
     @abstractmethod
     def run_pass(self, source: FrameSource, plan: Pass, prompts: Mapping[int, Prompt]) -> Iterator[FrameResult]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from mam2_server.engines.base import EngineConfig, StagedEngine
 from mam2_server.stages.base import Matter, Trimapper
+from mam2_server.stages.matte.cleanplate import REACH
 from mam2_server.stages.matte.evidence import EvidenceMatter
 from mam2_server.stages.segment.tracker import FlowTracker
 from mam2_server.stages.trimap.adaptive import AdaptiveTrimapper
@@ -24,6 +25,7 @@ def trimap_and_matte_stages() -> tuple[Trimapper, Matter]:
 class ClassicEngine(StagedEngine):
     name = "classic"
     chained = True  # a pass uses the colour models of every earlier keyframe (see stages.segment.tracker)
+    neighbour_reach = REACH  # the matte's clean plate reads frames on either side
 
     def __init__(self, **matter_options) -> None:
         super().__init__(segmenter=FlowTracker(), trimapper=AdaptiveTrimapper(), matter=EvidenceMatter(**matter_options))

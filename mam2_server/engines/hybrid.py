@@ -11,6 +11,7 @@ from typing import Mapping
 
 from mam2_server.engines.base import EngineConfig, EngineError, StagedEngine
 from mam2_server.engines.plan import BACKWARD, Pass
+from mam2_server.stages.matte.cleanplate import REACH
 from mam2_server.prompts import Prompt
 from mam2_server.stages.base import FrameImages, FrameSource, Segmentation, Segmenter
 
@@ -50,6 +51,7 @@ class SAM2Segmenter(Segmenter):
 class HybridEngine(StagedEngine):
     name = "hybrid"
     chained = False
+    neighbour_reach = REACH  # classic's matte stage: its clean plate reads frames on either side
     needs_gpu = True  # the SAM2 segmenter
 
 

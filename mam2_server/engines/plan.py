@@ -8,12 +8,12 @@ computed exactly once:
 
 Two dependency models cover the engines:
 
-* independent passes (``chained=False``, e.g. `classic`): a frame depends only on
-  the prompt of the keyframe that owns its pass;
-* chained memory (``chained=True``, e.g. `mam2`): a forward frame also depends on
-  every earlier keyframe, because keyframes stay in the memory bank as
-  conditioning frames for the rest of the shot. Backward frames depend on the
-  first keyframe only.
+* independent passes (``chained=False``, e.g. `baseline`, `hybrid`): a frame depends only
+  on the prompt of the keyframe that owns its pass;
+* chained (``chained=True``): a forward frame also depends on every earlier keyframe
+  (`mam2`: keyframes stay in the memory bank as conditioning frames for the rest of the
+  shot; `classic`: their colour models anchor every later pass). Backward frames depend on
+  the first keyframe only.
 
 `affected_frames` is what re-tracking recomputes after an edit: from the edited
 keyframe on, in the direction of propagation, and nothing else.

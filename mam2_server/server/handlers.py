@@ -205,7 +205,8 @@ class Handlers:
         for frame in req.frames:
             shot.check_frame(frame)
         with shot.lock:
-            keys = shot.alpha_keys(self.engine_id, chained=self.engine.chained) if self._complete(shot) else {}
+            keys = (shot.alpha_keys(self.engine_id, chained=self.engine.chained, reach=self.engine.neighbour_reach)
+                    if self._complete(shot) else {})
         alphas, buffers, missing = [], [], []
         for frame in req.frames:
             alpha = shot.disk.load_alpha(frame, keys[frame]) if frame in keys else None
@@ -268,7 +269,8 @@ class Handlers:
             raise ProtocolError(P.E_MISSING_FRAMES, f"shot {shot.id!r} lacks {len(missing)} frame(s) needed: "
                                                     f"{shown}; send them with put_frames")
         source = shot.source()
-        keys = shot.alpha_keys(self.engine_id, chained=self.engine.chained, frames=source.frames)
+        keys = shot.alpha_keys(self.engine_id, chained=self.engine.chained, frames=source.frames,
+                               reach=self.engine.neighbour_reach)
         return targets, source, keys
 
     def _run(self, shot: Shot, req: P.Propagate, job: Job, send: Send, targets: list[int], source,

@@ -9,6 +9,7 @@ request that names them loads them again).
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import logging
@@ -187,12 +188,13 @@ class Shot:
 
     # -- cache keys --------------------------------------------------------------------
     def alpha_keys(self, engine_id: str, *, chained: bool, frames: Sequence[int] | None = None,
-                   prompts: Mapping[int, Prompt] | None = None) -> dict[int, str]:
+                   prompts: Mapping[int, Prompt] | None = None, reach: int = 0) -> dict[int, str]:
         """frame -> cache key: hash of the engine, the prompts and the pixels the frame depends on.
 
         A pass runs from its keyframe (see engines.plan), so a frame depends on the
         pixels of its pass up to itself and on the pass's keyframe prompt (all
-        earlier keyframes too for chained engines).
+        earlier keyframes, and their frames' pixels, too for chained engines), and on the
+        pixels of the frames within `reach` on either side (an engine's `neighbour_reach`).
         """
         prompts = self.prompts if prompts is None else prompts
         frames = sorted(self.frames) if frames is None else list(frames)
@@ -209,9 +211,15 @@ class Shot:
             h = hashlib.sha256(engine_id.encode() + b"|" + str(plan.direction).encode())
             for k in deps:
                 h.update(digests[k])
+                if chained and k in self.frames:
+                    h.update(self.frames[k][0].encode())
             for f in plan.frames:
                 h.update(self.frames[f][0].encode())
-                out[f] = h.hexdigest()[:32]
+                near = hashlib.sha256(h.digest())
+                for g in frames[bisect.bisect_left(frames, f - reach):bisect.bisect_right(frames, f + reach)]:
+                    if g != f:
+                        near.update(self.frames[g][0].encode())
+                out[f] = near.hexdigest()[:32]
         return out
 
 

@@ -33,9 +33,12 @@ def _gray_u8(linear: np.ndarray) -> np.ndarray:
     return np.clip(y * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
+REACH = 12  # frames on either side a plate may be made from
+
+
 class CleanPlateEstimator:
     def __init__(self, source: FrameSource, shape: tuple[int, int], *, max_neighbours: int = 6,
-                 reach: int = 12, cache_size: int = 32, refine: bool = True) -> None:
+                 reach: int = REACH, cache_size: int = 32, refine: bool = True) -> None:
         self.refine = refine
         self.source = source
         self.shape = shape

@@ -14,8 +14,8 @@ with L the matting Laplacian of the display image and priors p with confidences 
   evidence (a layer) does not. In the unknown band the revealed background is least reliable (a
   swaying edge is not the rigid motion that decides what was revealed) and the Laplacian does
   better alone: evidence there raised the demo shot's MAD from 5.6 to 13;
-* a weak pull towards 0 on unknown pixels far from sure foreground (`unknown_pull`): where
-  nothing informs them, erring towards background is the safer error;
+* on unknown pixels outside the mask, a weak pull towards 0 far from sure foreground
+  (`unknown_pull`): where nothing informs them, erring towards background is the safer error;
 * temporal coherence: the previous frame's alpha carried by the tracker's flow, where the flow
   is consistent and the warp photometrically right.
 
@@ -57,10 +57,9 @@ class EvidenceMatter(Matter):
         self._prev: np.ndarray | None = None
         self._frames: list[int] = []  # this pass's frames, and those with see-through evidence
         self._with_evidence: list[int] = []
-        self.last_evidence: Evidence | None = None
 
     def begin_pass(self, source: FrameSource, plan: Pass, prompts: Mapping[int, Prompt]) -> None:
-        # the background model belongs to the shot, not to the pass: a new keyframe keeps it
+        # the aligned neighbour frames are the shot's, not the pass's: a new pass reuses them
         if self._layers is None or self._layers.source is not source:
             self._layers = SeeThrough(source)
         self._layers.begin_pass()
@@ -76,9 +75,10 @@ class EvidenceMatter(Matter):
         mask = resize(seg.mask, shape) > 0.5
         prior = (tri >= 0.75).astype(np.float32)
         known = (tri >= 0.75) | (tri <= 0.25)
-        conf = np.where(known, HARD, self._pull(tri, known)).astype(np.float32)
+        # outside the mask, a pull towards 0 far from sure foreground; inside it the Laplacian alone
+        # (leaning those pixels to the mask's 1 filled the sky between hair strands: demo 5.8 -> 7.6)
+        conf = np.where(known, HARD, np.where(mask, 0.0, self._pull(tri, known))).astype(np.float32)
         evidence = self._layers.evidence(images.frame, images.linear, lin, mask, seg) if mask.any() else None
-        self.last_evidence = evidence
         self._frames.append(images.frame)
         if evidence is not None and self._add_evidence(evidence, tri, prior, conf):
             self._with_evidence.append(images.frame)

@@ -3,17 +3,16 @@
 The layer model in scene-linear light: I = (1 - a) B + a F. Where the background B behind a pixel
 is known, the pixel says how opaque the object is there. B is known where some other frame
 revealed it: neighbouring frames aligned on the background (`CleanPlateEstimator`), where the
-object has moved off the pixel. Two estimates, both as ready to say "opaque" as "see-through":
+object has moved off the pixel. The estimate is a texture regression (`seethrough_alpha`): in a
+small window, with a and F locally constant, I is linear in B with slope 1 - a. The background's
+texture seen through says "see-through", the object's own texture (or none) says "opaque"; it is
+trusted as far as B has texture above the noise, so a flat background says nothing.
 
-* texture regression (`seethrough_alpha`): in a small window, with a and F locally constant, I is
-  linear in B with slope 1 - a: the background's texture seen through says "see-through", the
-  object's own texture says "opaque". Trusted as far as B has texture above the noise;
-* a uniform layer (`layer_fit`): the pixel's shift from B towards the layer's colour F, where the
-  pixel lies on the segment from B to F and F stands out of B's noise. Reaches flat backgrounds.
-
-A background filled in from around the object (for layers that never move off it) was tried as
-a third source and dropped: on real photographs it made well-segmented opaque objects partly
-see-through as often as it helped (docs/benchmarks.md).
+Tried and dropped (docs/benchmarks.md): a uniform layer's colour line (the pixel's shift from B
+towards the layer's colour) to reach flat backgrounds, which made multi-coloured opaque objects
+partly see-through; and a background filled in from around the object for layers that never move
+off it, which did the same to well-segmented opaque objects in real photographs as often as it
+helped.
 
 Evidence is per pixel: `alpha` its estimate, `confidence` how far to trust it (0: none).
 """
@@ -43,82 +42,63 @@ def _disc(r: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
-def object_velocity(seg: Segmentation, frame: int, mask: np.ndarray, previous: tuple[int, np.ndarray] | None):
+def _luminance(lin: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(lin.mean(axis=2), np.float32)
+
+
+def background_shift(seg: Segmentation, mask: np.ndarray, lum: np.ndarray,
+                     previous: tuple[int, np.ndarray, np.ndarray]) -> tuple[float, float] | None:
+    """(bx, by): this frame's background at x was at x + (bx, by) in the previous frame. From the
+    tracker's flow outside the mask when it has some, else by phase correlation of the two frames
+    with the object (in either) blanked out (segmenters that give no flow, e.g. hybrid's SAM2)."""
+    flow, to = seg.extras.get("flow"), seg.extras.get("flow_to")
+    if flow is not None and to == previous[0]:
+        shape = mask.shape
+        fs = flow.shape[:2]
+        if fs != shape:
+            flow = resize(flow, shape) * np.array([shape[1] / fs[1], shape[0] / fs[0]], np.float32)
+        return tuple(float(v) for v in np.median(flow[~mask], axis=0))
+    away = ~(mask | previous[1])
+    if away.sum() < 0.2 * mask.size:
+        return None
+    def blank(img):
+        return np.where(away, img, float(img[away].mean())).astype(np.float32)
+    window = cv2.createHanningWindow(mask.shape[::-1], cv2.CV_32F)
+    (bx, by), response = cv2.phaseCorrelate(blank(lum), blank(previous[2]), window)
+    return (bx, by) if response > 0.05 else None
+
+
+def object_velocity(seg: Segmentation, frame: int, mask: np.ndarray, lum: np.ndarray,
+                    previous: tuple[int, np.ndarray, np.ndarray] | None):
     """The object's motion against the background, proxy px per frame (None when unknown): the shift
     between its mask now and its mask on the previous frame of the pass carried along with the
-    background (the tracker's flow outside the mask). Measured on the masks, not on the flow inside
-    them, which follows the background's texture through a see-through layer."""
-    flow, to = seg.extras.get("flow"), seg.extras.get("flow_to")
-    if previous is None or flow is None or to != previous[0] or not mask.any() or mask.all():
+    background. Measured on the masks, not on the flow inside them, which follows the
+    background's texture through a see-through layer."""
+    if previous is None or not mask.any() or mask.all():
         return None
-    shape = mask.shape
-    fs = flow.shape[:2]
-    if fs != shape:
-        flow = resize(flow, shape) * np.array([shape[1] / fs[1], shape[0] / fs[0]], np.float32)
-    bx, by = np.median(flow[~mask], axis=0)  # this frame's background at x was at x + (bx, by) there
-    carried = cv2.warpAffine(previous[1].astype(np.float32), np.float32([[1, 0, bx], [0, 1, by]]), shape[::-1],
+    shift = background_shift(seg, mask, lum, previous)
+    if shift is None:
+        return None
+    bx, by = shift
+    carried = cv2.warpAffine(previous[1].astype(np.float32), np.float32([[1, 0, bx], [0, 1, by]]), mask.shape[::-1],
                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
     (dx, dy), response = cv2.phaseCorrelate(carried, mask.astype(np.float32))
     if response < 0.05:
         return None
-    steps = float(frame - to)
+    steps = float(frame - previous[0])
     return dx / steps, dy / steps
 
 
 def revealed_evidence(lin: np.ndarray, mask: np.ndarray, plate) -> Evidence | None:
-    """Evidence from background revealed in other frames: the layer model against the clean plate
-    (`layer_fit`) and, where the plate has texture, the texture regression (`seethrough_alpha`)."""
+    """Evidence from background revealed in other frames: the texture regression of the frame on the
+    clean plate (`seethrough_alpha`), where the plate is reliable."""
     sigma = max(plate.noise, NOISE_FLOOR)
     B = plate.background
     reliable = (plate.valid >= 1) & (plate.spread < 3 * sigma + 0.1 * np.linalg.norm(B, axis=2))
     if not (reliable & mask).any():
         return None
-    fit = layer_fit(lin, B, mask & reliable, 3 * sigma)
     a_t, c_t = seethrough_alpha(lin, B, sigma, r=max(2, int(0.012 * max(lin.shape[:2]))))
-    if fit is None:
-        return Evidence(a_t, (c_t * reliable).astype(np.float32))
-    a_p, c_p = fit
-    conf = (c_t + c_p) * reliable
-    return Evidence(((c_t * a_t + c_p * a_p) / np.maximum(c_t + c_p, 1e-6)).astype(np.float32),
-                    conf.astype(np.float32))
-
-
-def layer_fit(lin: np.ndarray, B: np.ndarray, mask: np.ndarray, error: float):
-    """(alpha, confidence) of a uniform layer over the background B (uncertain by `error`):
-    alpha is the pixel's shift from B towards the layer's colour F (`layer_colour`); it counts where
-    the pixel lies on the segment from B to F and F stands out of B's uncertainty. None without F."""
-    F = layer_colour(lin, B, mask, error)
-    if F is None:
-        return None
-    FB = F - B
-    contrast = (FB * FB).sum(axis=2)
-    a = np.clip(((lin - B) * FB).sum(axis=2) / np.maximum(contrast, 1e-6), 0.0, 1.0)
-    residual = np.linalg.norm(lin - (B + a[..., None] * FB), axis=2)
-    on_segment = np.exp(-(residual / (2 * error)) ** 2)
-    trust = contrast / (contrast + (2 * error) ** 2)
-    return a.astype(np.float32), (trust * on_segment).astype(np.float32)
-
-
-def layer_colour(lin: np.ndarray, B: np.ndarray, mask: np.ndarray, error: float) -> np.ndarray | None:
-    """The colour F of a uniform layer: every pixel's shift I - B points from its background towards F,
-    so F is where those lines meet (least squares over the mask, weighted by how far each shift
-    stands out of the background's uncertainty). For an opaque object of one colour it is that colour."""
-    D = (lin - B)[mask]
-    n = np.linalg.norm(D, axis=1)
-    w = n ** 2 / (n ** 2 + (2 * error) ** 2)
-    keep = w > 0.5
-    if keep.sum() < 20:
-        return None
-    u = D[keep] / n[keep, None]
-    P = np.eye(3)[None] - u[:, :, None] * u[:, None, :]  # projections across each line
-    wk = w[keep, None, None]
-    A = (wk * P).sum(axis=0)
-    b = (wk * P @ B[mask][keep][:, :, None]).sum(axis=0)[:, 0]
-    try:
-        F = np.linalg.solve(A + 1e-6 * np.eye(3), b)
-    except np.linalg.LinAlgError:
-        return None
-    return F.astype(np.float32) if np.isfinite(F).all() else None
+    return Evidence(a_t, (c_t * reliable).astype(np.float32))
 
 
 class SeeThrough:
@@ -127,7 +107,8 @@ class SeeThrough:
     def __init__(self, source: FrameSource) -> None:
         self.source = source
         self._plates: CleanPlateEstimator | None = None
-        self._previous: tuple[int, np.ndarray] | None = None  # (frame, mask) of the pass's previous frame
+        # (frame, mask, luminance) of the pass's previous frame
+        self._previous: tuple[int, np.ndarray, np.ndarray] | None = None
 
     def begin_pass(self) -> None:
         self._previous = None
@@ -136,8 +117,9 @@ class SeeThrough:
                  seg: Segmentation) -> Evidence | None:
         """Evidence at `frame` (proxy resolution); None where no other frame revealed the background."""
         shape = mask.shape
-        velocity = object_velocity(seg, frame, mask, self._previous)
-        self._previous = (frame, mask)
+        lum = _luminance(lin)
+        velocity = object_velocity(seg, frame, mask, lum, self._previous)
+        self._previous = (frame, mask, lum)
         if len(self.source.frames) < 3:
             return None
         if self._plates is None or self._plates.shape != shape:

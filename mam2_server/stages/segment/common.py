@@ -54,14 +54,14 @@ def prompt_seeds(prompt: Prompt, shape: tuple[int, int], full: tuple[int, int]) 
     if prompt.mask is not None:
         m = resize(prompt.mask.astype(np.float32), shape) > 0.5
         if m.any():
+            # the drawn mask is the object: GrabCut may only grow it into a ring around it (a mask
+            # drawn a little tight), never take any of it away
             have_region = True
             r = disc_radius(shape, 0.01)
             k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-            inner = cv2.erode(m.astype(np.uint8), k) > 0
             outer = cv2.dilate(m.astype(np.uint8), k) > 0
             seeds[outer] = cv2.GC_PR_BGD
-            seeds[m] = cv2.GC_PR_FGD
-            seeds[inner] = cv2.GC_FGD
+            seeds[m] = cv2.GC_FGD
     if prompt.box is not None:
         x0, y0, x1, y1 = prompt.clipped_box(fw, fh)
         bx0, by0 = int(math.floor(x0 * sx)), int(math.floor(y0 * sy))

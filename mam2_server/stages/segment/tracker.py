@@ -165,7 +165,7 @@ class FlowTracker(Segmenter):
         bgr = to_u8(small)
         gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
         idx = _hist_index(bgr)
-        extras: dict = {"proxy_shape": shape}
+        extras: dict = {}
         if frame == self._prompt.frame or self._prev_mask is None:
             mask = self._cut(bgr, self._prompt, full)
             self._update_colour(idx, mask, key=True)
