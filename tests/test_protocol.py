@@ -79,7 +79,7 @@ def test_malformed_requests_are_typed_errors(frames, code):
 ])
 def test_pixel_references_are_checked(ref, buffers, fragment):
     with pytest.raises(P.ProtocolError) as info:
-        ref.check(buffers)
+        P.check_pixels(ref, buffers)
     assert info.value.code == wire.E_BAD_FRAME and fragment in info.value.message
 
 
@@ -111,7 +111,7 @@ def test_the_token_is_checked_before_the_rest_of_the_header():
 @pytest.mark.parametrize("path", ["relative/plate.exr", "/plates/a\0b.exr", ""])
 def test_paths_must_be_absolute_and_free_of_nul(path):
     with pytest.raises(P.ProtocolError) as info:
-        P.Pixels(encoding="path", path=path).check([])
+        P.check_pixels(P.Pixels(encoding="path", path=path), [])
     assert info.value.code == wire.E_BAD_FRAME
 
 
