@@ -11,7 +11,6 @@ limit protects.
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import math
 import os
 import types
@@ -138,7 +137,7 @@ def _from_map(cls: type, data: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
-_ENVELOPE = (wire.KEY_VERSION, wire.KEY_ID, wire.KEY_OP, wire.KEY_TOKEN)
+_ENVELOPE = (wire.KEY_VERSION, wire.KEY_ID, wire.KEY_OP)
 
 
 def peek_request(header: Buffer) -> tuple[str | int | None, str | None]:
@@ -168,11 +167,11 @@ def _no_ext(code: int, data: bytes) -> Any:
 
 
 def decode_request(frames: Sequence[Buffer], *, max_header_bytes: int = wire.MAX_HEADER_BYTES,
-                   max_message_bytes: int = wire.MAX_MESSAGE_BYTES, token: str | None = None) -> Envelope:
+                   max_message_bytes: int = wire.MAX_MESSAGE_BYTES) -> Envelope:
     """Decode ``[header, *buffers]`` into an Envelope; raise ProtocolError on anything malformed.
 
-    Sizes are checked before anything is decoded. `token`: the secret every request must carry
-    (None: none is needed, e.g. CURVE clients); it is checked before the rest of the header.
+    Sizes are checked before anything is decoded. Who sent it was settled before it arrived
+    (the socket's PLAIN or CURVE handshake: `mam2_server.server.security`).
     """
     if not frames:
         raise ProtocolError(wire.E_BAD_MESSAGE, "empty message")
@@ -194,12 +193,6 @@ def decode_request(frames: Sequence[Buffer], *, max_header_bytes: int = wire.MAX
         raise ProtocolError(wire.E_BAD_MESSAGE, f"header is not valid msgpack ({type(exc).__name__})") from None
     if not isinstance(data, dict):
         raise ProtocolError(wire.E_BAD_MESSAGE, f"header must be a msgpack map, got {type(data).__name__}")
-    if token is not None:
-        sent = data.get(wire.KEY_TOKEN)
-        if not isinstance(sent, str) or not hmac.compare_digest(sent.encode("utf-8", "replace"), token.encode()):
-            raise ProtocolError(wire.E_UNAUTHORIZED, "this server only serves the user who started it: send the "
-                                                     "token from that user's token file ($MAM2_TOKEN_FILE, else "
-                                                     "~/.cache/mam2/token) as 'token'")
     version = data.get(wire.KEY_VERSION)
     if type(version) is not int or version != wire.PROTOCOL_VERSION:
         raise ProtocolError(wire.E_BAD_VERSION, f"protocol version {version!r:.20} not supported; "
