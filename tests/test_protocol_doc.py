@@ -12,6 +12,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_server_support import ROOT, ServerProcess, clip  # noqa: E402
@@ -39,21 +40,35 @@ def test_the_documented_example_exchange_works(tmp_path):
 
 
 class DocClient:
-    """A client written from docs/protocol.md: DEALER, msgpack header + buffers, the token in every request."""
+    """A client written from docs/protocol.md: DEALER logged in with PLAIN (user mam2, the token as password),
+    msgpack header + buffers; a socket monitor tells a refused login from a silent server."""
 
     def __init__(self, address: str, token: str | None) -> None:
-        self.token = token
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDTIMEO, 2000)
+        if token is not None:
+            self.sock.plain_username = b"mam2"
+            self.sock.plain_password = token.encode()
+        self.monitor = self.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH |
+                                                    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
         self.sock.connect(address)
 
     def send(self, op, buffers=(), **fields) -> str:
         rid = uuid.uuid4().hex
-        header = {"v": 1, "id": rid, "op": op, **fields}
-        if self.token is not None:
-            header["token"] = self.token
-        self.sock.send_multipart([msgpack.packb(header), *buffers])
+        self.sock.send_multipart([msgpack.packb({"v": 1, "id": rid, "op": op, **fields}), *buffers])
         return rid
+
+    def refused_login(self, op: str) -> int:
+        """Send `op`; expect no answer at all and the handshake's failure event (returned)."""
+        try:
+            self.send(op)
+        except zmq.Again:  # refused already: no connection left to queue it on (SNDTIMEO, as the doc says)
+            pass
+        assert self.monitor.poll(20000), "the server did not refuse the login"
+        event = recv_monitor_message(self.monitor)["event"]
+        assert not self.sock.poll(500), "a peer that is not logged in got an answer"
+        return event
 
     def send_raw(self, frames: list[bytes]) -> None:
         self.sock.send_multipart(frames)
@@ -83,6 +98,8 @@ class DocClient:
         return msg
 
     def close(self) -> None:
+        self.sock.disable_monitor()
+        self.monitor.close()
         self.sock.close()
 
 
@@ -174,7 +191,8 @@ def test_a_client_written_from_the_doc_drives_every_op_and_meets_every_error(tmp
             refused(side, "busy", "close_shot", shot="long")
             refused(side, "busy", "put_frames", [long_frames[0].tobytes()], shot="long", frames=[
                 {"frame": 1, "encoding": "raw", "buffer": 1, "dtype": "<f4", "shape": [48, 64, 3]}])
-            assert side.ok("cancel", target=job)["cancelled"] == [job]
+            assert side.ok("cancel", target=job)["cancelled"] == []  # an id alone: only this socket's jobs
+            assert side.ok("cancel", target=job, shot="long")["cancelled"] == [job]
             stopped, _, _ = c.read(job)
             assert stopped["kind"] == "reply" and stopped["cancelled"] and 1 <= len(stopped["computed"]) < 40
             assert side.ok("cancel", shot="long")["cancelled"] == []
@@ -186,11 +204,14 @@ def test_a_client_written_from_the_doc_drives_every_op_and_meets_every_error(tmp
             assert msg["id"] is None
             refused(c, "bad_message", "status", [b"stray"])  # a buffer no field refers to
             refused(c, "bad_message", "propagate", shot="doc", from_frame=1)  # from_frame needs a direction
-            c.send_raw([msgpack.packb({"v": 1.0, "id": "v", "op": "hello", "token": token})])
+            c.send_raw([msgpack.packb({"v": 1.0, "id": "v", "op": "hello"})])
             refused(c, "bad_version", "hello", sent=True, rid="v")
             refused(c, "unknown_op", None, sent=True, rid=c.send("explode"))
-            refused(DocClient(server.address, None), "unauthorized", "shutdown")
-            refused(DocClient(server.address, token + "x"), "unauthorized", "hello")
+            for stranger, event in ((DocClient(server.address, None), zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL),
+                                    (DocClient(server.address, token + "x"), zmq.EVENT_HANDSHAKE_FAILED_AUTH)):
+                assert stranger.refused_login("shutdown") == event
+                stranger.close()
+            refused(c, "bad_message", "hello", token=token)  # no header carries the token
             refused(c, "too_large", "status", [b""] * 65)
             refused(c, "no_shot", "get_alpha", shot="nope", frames=[1])
             refused(c, "bad_shot", "open_shot", shot="../x", first=1, last=2, width=64, height=48)

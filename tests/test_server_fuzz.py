@@ -10,13 +10,11 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
-import zmq
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_server_support import ServerProcess, clip  # noqa: E402
+from test_server_support import ServerProcess, clip, owner_socket  # noqa: E402
 
 from host_plugins.mam2_client import wire  # noqa: E402
-from host_plugins.mam2_client.auth import read_token  # noqa: E402
 
 N_MESSAGES = 2000
 
@@ -46,7 +44,7 @@ def _random_value(rng: random.Random, depth: int = 0):
     return rng.choice(makers)()
 
 
-def _message(rng: random.Random, nan_frame: bytes, good_frame: bytes, token: str) -> list[bytes]:
+def _message(rng: random.Random, nan_frame: bytes, good_frame: bytes) -> list[bytes]:
     kind = rng.randrange(13)
     op = rng.choice(list(TEMPLATES))
     header = {"v": 1, "id": rng.randrange(1 << 30), "op": op, **TEMPLATES[op]}
@@ -91,10 +89,8 @@ def _message(rng: random.Random, nan_frame: bytes, good_frame: bytes, token: str
         buffers = [rng.randbytes(300)]
     elif kind == 11:  # a single empty frame
         return [b""]
-    if kind != 12:  # else: no token, or another one
-        header["token"] = token
-    elif rng.random() < 0.5:
-        header["token"] = rng.choice(["", token[:-1], token + "x", 7, None])
+    elif kind == 12:  # a secret in the header (logging in is the handshake's business): an unknown field
+        header["token"] = rng.choice(["", "s3cret", 7, None])
     return [msgpack.packb(header, use_bin_type=True), *buffers]
 
 
@@ -109,16 +105,12 @@ def test_fuzz_every_message_gets_a_typed_answer_and_the_server_stays_up(tmp_path
         nan = good.copy()
         nan[::7, ::5] = np.nan
         nan[0, :4] = np.inf
-        ctx = zmq.Context.instance()
-        sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(server.address)
+        sock = owner_socket(server.address)
         rng = random.Random(1234)
         codes: dict[str, int] = {}
         start = time.monotonic()
-        token = read_token()
         for i in range(N_MESSAGES):
-            msg = _message(rng, nan.tobytes(), good.tobytes(), token)
+            msg = _message(rng, nan.tobytes(), good.tobytes())
             sock.send_multipart(msg)
             while True:  # read up to the final reply (propagate streams intermediate messages)
                 assert sock.poll(10000), f"no answer to message {i}: {msg[0][:80]!r}\n{server.tail()}"
@@ -136,8 +128,7 @@ def test_fuzz_every_message_gets_a_typed_answer_and_the_server_stays_up(tmp_path
         print(f"{N_MESSAGES} messages in {elapsed:.2f} s: {codes}")
         sock.close()
         assert elapsed < 60, f"{N_MESSAGES} messages took {elapsed:.1f} s"
-        for code in (wire.E_BAD_MESSAGE, wire.E_BAD_VERSION, wire.E_UNKNOWN_OP, wire.E_TOO_LARGE, wire.E_BAD_FRAME,
-                     wire.E_UNAUTHORIZED):
+        for code in (wire.E_BAD_MESSAGE, wire.E_BAD_VERSION, wire.E_UNKNOWN_OP, wire.E_TOO_LARGE, wire.E_BAD_FRAME):
             assert codes.get(code), codes
         assert server.proc.poll() is None
         with server.client() as c:

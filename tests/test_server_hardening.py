@@ -1,5 +1,8 @@
 """What an outside probe found (issue 15), each fixed and pinned: slow files, corrupt uploads, limits that bite
-before memory is spent, the op in every error, IPv6 loopback, NUL paths, owner-only access, shutting_down."""
+before memory is spent, the op in every error, IPv6 loopback, NUL paths, owner-only access, shutting_down.
+
+Timings are asserted against the configured budget with wide margins (a busy 2-core CI machine), never as
+absolute figures: what a test proves is that a wait is a fraction of the budget, not that it is fast."""
 from __future__ import annotations
 
 import os
@@ -15,35 +18,13 @@ import pytest
 import zmq
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_server_support import FastEngine, ServerProcess, clip, free_port  # noqa: E402
+from test_server_support import ServerProcess, clip, in_process_server, owner_socket  # noqa: E402
 
 from host_plugins.mam2_client import Client, ServerError, ServerUnavailable  # noqa: E402
-from host_plugins.mam2_client.auth import read_token  # noqa: E402
 from mam2_server.io import encode_image, write_image  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 BOX = (8, 10, 30, 30)
-
-
-@contextmanager
-def in_process_server(tmp_path: Path, **config):
-    """A Server on a thread of this process (so tests can slow its disk down); yields a Client factory."""
-    from mam2_server.server import Server, ServerConfig
-    cfg = ServerConfig(address=f"tcp://127.0.0.1:{free_port()}", cache_dir=tmp_path / "cache",
-                       token_file=tmp_path / "token", **config)
-    server = Server(FastEngine(), cfg)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-
-    def client(**kwargs) -> Client:
-        return Client(cfg.address, token_file=tmp_path / "token", **{"timeout": 20.0, **kwargs})
-    try:
-        with client(timeout=0.5, retries=40) as c:
-            c.hello()
-        yield client
-    finally:
-        server.stop()
-        thread.join(30)
 
 
 def _plate_file(path: Path, frame: np.ndarray) -> str:
@@ -58,51 +39,97 @@ def _code(call) -> ServerError:
 
 
 # -- 1: a slow or hostile file costs its own request a bounded time, never another client's --------------
-def test_a_hung_file_is_refused_within_the_budget_while_other_clients_are_served(tmp_path, monkeypatch):
+@contextmanager
+def hanging_disk(monkeypatch):
+    """Until the block ends, reads of files named `hung*` hang like a dead mount, and so do the pixels (not
+    the headers) of files named `dead*`: a disk that died after their put_frames."""
     from mam2_server.server import files
     release = threading.Event()
-    real_read_info = files.read_info
 
-    def hanging_read_info(path, **kwargs):  # a plate on a disk that stopped answering
-        if Path(path).name == "hung.exr":
-            release.wait(60)
-        return real_read_info(path, **kwargs)
+    def hang(real, prefixes):
+        def read(path, **kwargs):
+            if Path(path).name.startswith(prefixes):
+                release.wait(120)
+            return real(path, **kwargs)
+        return read
 
-    monkeypatch.setattr(files, "read_info", hanging_read_info)
-    frames = clip(3)
+    monkeypatch.setattr(files, "read_info", hang(files.read_info, ("hung",)))
+    monkeypatch.setattr(files, "read_image", hang(files.read_image, ("hung", "dead")))
     try:
-        with in_process_server(tmp_path, file_seconds=1.0) as client, client() as a, client() as b:
-            a.open_shot("slow", first=1, last=3, width=64, height=48)
-            a.put_frames("slow", {1: frames[0], 2: frames[1]})
-            a.add_prompt("slow", 1, box=BOX)
-            a.propagate("slow", last=2)
-            hung = _plate_file(tmp_path / "hung.exr", frames[2])
-            fine = _plate_file(tmp_path / "fine.exr", frames[2])
-            outcome = {}
-
-            def put_hung() -> None:
-                start = time.monotonic()
-                try:
-                    a.put_frames("slow", {3: hung}, encoding="path")
-                except ServerError as exc:
-                    outcome.update(error=exc, seconds=time.monotonic() - start)
-
-            worker = threading.Thread(target=put_hung)
-            worker.start()
-            time.sleep(0.2)
-            waits = []
-            while worker.is_alive():  # another client's data ops are answered meanwhile
-                start = time.monotonic()
-                found, _ = b.get_alpha("slow", [1, 2])
-                waits.append(time.monotonic() - start)
-                assert sorted(found) == [1, 2]
-            worker.join()
-            assert outcome["error"].code == "bad_frame" and "longer than 1 s" in outcome["error"].message
-            assert outcome["seconds"] < 5
-            assert len(waits) >= 3 and max(waits) < 0.5, waits
-            assert b.put_frames("slow", {3: fine}, encoding="path") == [3]  # the hung read holds no stage
+        yield
     finally:
         release.set()
+
+
+def _put_path(frame: int, path: str, shot: str) -> bytes:
+    return msgpack.packb({"v": 1, "id": f"put-{frame}", "op": "put_frames", "shot": shot,
+                          "frames": [{"frame": frame, "encoding": "path", "path": path}]})
+
+
+def test_a_hung_file_is_refused_within_the_budget_while_other_clients_are_served(tmp_path, monkeypatch):
+    budget = 4.0
+    frames = clip(3)
+    with hanging_disk(monkeypatch), in_process_server(tmp_path, file_seconds=budget) as client, \
+            client() as b:
+        b.open_shot("slow", first=1, last=3, width=64, height=48)
+        b.put_frames("slow", {1: frames[0], 2: frames[1]})
+        b.add_prompt("slow", 1, box=BOX)
+        b.propagate("slow", last=2)
+        hung = _plate_file(tmp_path / "hung.exr", frames[2])
+        fine = _plate_file(tmp_path / "fine.exr", frames[2])
+        a = owner_socket(client.address, client.token_file)  # one client pipelines two reads of a dead disk
+        start = time.monotonic()
+        a.send_multipart([_put_path(3, hung, "slow")])
+        a.send_multipart([_put_path(2, hung, "slow")])
+        time.sleep(0.2)
+        waits = []
+        while time.monotonic() - start < 1.5 * budget:  # meanwhile another client's data ops and files are served
+            t0 = time.monotonic()
+            found, _ = b.get_alpha("slow", [1, 2])
+            assert sorted(found) == [1, 2]
+            assert b.put_frames("slow", {3: fine}, encoding="path") == [3]
+            waits.append(time.monotonic() - t0)
+        answers = []
+        for _ in range(2):
+            assert a.poll(int(4 * budget * 1000)), "no answer to a hung read"
+            answers.append(msgpack.unpackb(a.recv_multipart()[0]))
+            answers[-1]["seconds"] = time.monotonic() - start
+        a.close()
+        for answer in answers:
+            assert answer["code"] == "bad_frame" and f"longer than {budget:g} s" in answer["message"], answer
+        assert answers[0]["seconds"] < 2 * budget + 10  # its own budget (the disk hangs for 120 s)
+        # none of b's calls waited for a's disk (they would have waited the budget): margins for a busy CI
+        assert len(waits) >= 2 and max(waits) < budget / 2, waits
+
+
+def test_hung_reads_use_up_only_their_own_lane(tmp_path, monkeypatch):
+    """A client hanging read after read on a dead mount ends up refused at once; other clients' files, and
+    the plates other shots read at propagate, are read as before; a shot whose plates hang uses up its own."""
+    budget = 0.5
+    frames = clip(3)
+    plates = {i: _plate_file(tmp_path / f"plate{i}.exr", f) for i, f in enumerate(frames, 1)}
+    dead = {i: _plate_file(tmp_path / f"dead{i}.exr", f) for i, f in enumerate(frames, 1)}
+    hung = _plate_file(tmp_path / "hung.exr", frames[0])
+    with hanging_disk(monkeypatch), in_process_server(tmp_path, file_seconds=budget) as client, \
+            client() as a, client() as b:
+        a.open_shot("a", first=1, last=1, width=64, height=48)
+        refusals = [_code(lambda: a.put_frames("a", {1: hung}, encoding="path")).message
+                    for _ in range(10)]  # more than the whole server's former pool of 8
+        assert all("longer than" in m for m in refusals[:4]), refusals
+        assert all("still hanging" in m and "this client" in m for m in refusals[4:]), refusals
+        b.open_shot("b", first=1, last=3, width=64, height=48)
+        assert b.put_frames("b", plates, encoding="path") == [1, 2, 3]
+        b.add_prompt("b", 1, box=BOX)
+        assert sorted(b.propagate("b").computed) == [1, 2, 3]  # its plates are read at propagate
+        b.open_shot("dead", first=1, last=3, width=64, height=48)
+        assert b.put_frames("dead", dead, encoding="path") == [1, 2, 3]
+        b.add_prompt("dead", 1, box=BOX)
+        refusals = [_code(lambda: b.propagate("dead")) for _ in range(10)]
+        assert all(r.code == "bad_frame" for r in refusals), refusals
+        assert all("longer than" in r.message for r in refusals[:4]), refusals
+        assert all("still hanging" in r.message and "shot 'dead'" in r.message for r in refusals[4:]), refusals
+        b.add_prompt("b", 1, box=(10, 12, 34, 30))  # every frame of b is computed again, from its plates
+        assert sorted(b.propagate("b").computed) == [1, 2, 3]
 
 
 def test_big_non_image_and_oversized_files_are_refused_at_once(tmp_path):
@@ -118,8 +145,8 @@ def test_big_non_image_and_oversized_files_are_refused_at_once(tmp_path):
         for path, fragment in ((zeros, "not an image"), (big, "over this server's limit")):
             start = time.monotonic()
             error = _code(lambda: c.put_frames("big", {1: str(path)}, encoding="path"))
-            assert error.code == "bad_frame" and fragment in error.message, error
-            assert time.monotonic() - start < 2
+            assert error.code == "bad_frame" and fragment in error.message, error  # not "longer than 10 s"
+            assert time.monotonic() - start < 8  # OpenImageIO alone would spend ~25 s on the zeros
         assert c.hello()["limits"]["max_file_bytes"] == 512 << 20
 
 
@@ -177,13 +204,10 @@ def _peak_rss(pid: int) -> int:
 def test_message_limits_bite_before_the_memory_is_spent(tmp_path):
     with ServerProcess(tmp_path / "cache", extra=("--max-message", "4M")) as server, server.client() as c:
         c.open_shot("lim", first=1, last=100, width=64, height=48)
-        token = read_token()
-        sock = zmq.Context.instance().socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(server.address)
+        sock = owner_socket(server.address)
 
         def send(header: dict, buffers: list) -> dict:
-            sock.send_multipart([msgpack.packb({"v": 1, "id": "x", "token": token, **header}), *buffers])
+            sock.send_multipart([msgpack.packb({"v": 1, "id": "x", **header}), *buffers])
             assert sock.poll(10000), server.tail()
             return msgpack.unpackb(sock.recv_multipart()[0])
 
@@ -202,22 +226,59 @@ def test_message_limits_bite_before_the_memory_is_spent(tmp_path):
         assert _peak_rss(server.proc.pid) - before < 64 << 20
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's peak RSS from /proc")
+def test_a_stranger_never_gets_a_message_into_the_server(tmp_path):
+    """Logging in is the connection's handshake: a peer with a wrong token, or none, is dropped before ZeroMQ
+    reads a frame of its messages, so 64 buffers of 7 MiB (under --max-message each) cost the server nothing."""
+    from host_plugins.mam2_client.auth import use_token
+    with ServerProcess(tmp_path / "cache", extra=("--max-message", "8M")) as server, server.client() as owner, \
+            server.client() as other:
+        owner.open_shot("mine", first=1, last=2, width=64, height=48)
+        before = _peak_rss(server.proc.pid)
+        big = b"\0" * (7 << 20)
+        header = msgpack.packb({"v": 1, "id": "x", "op": "put_frames", "shot": "mine", "frames": [
+            {"frame": 1, "encoding": "raw", "buffer": i, "dtype": "<f4", "shape": [1792, 1024]} for i in range(1, 65)]})
+        strangers = []
+        for password in ("a-guessed-token-0123456789", None):  # a wrong password; no login at all
+            sock = zmq.Context.instance().socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDTIMEO, 2000)  # once refused, the socket has no connection to queue on
+            if password is not None:
+                use_token(sock, password)
+            sock.connect(server.address)
+            sent = 0
+            for _ in range(3):
+                try:
+                    sock.send_multipart([header, *[big] * 64], copy=False)
+                    sent += 1
+                except zmq.Again:
+                    break
+            assert sent  # the first one at least was on its way before the handshake failed
+            strangers.append(sock)
+        frames = clip(2)
+        assert owner.put_frames("mine", {1: frames[0], 2: frames[1]}) == [1, 2]  # meanwhile everyone else is served
+        assert other.hello()["protocol"] == 1
+        owner.add_prompt("mine", 1, box=BOX)
+        assert sorted(owner.propagate("mine").computed) == [1, 2]
+        for sock in strangers:
+            assert not sock.poll(1000)  # never answered: the server never saw a message
+            sock.close()
+        assert _peak_rss(server.proc.pid) - before < 64 << 20  # 2 x 3 x 448 MiB were sent
+
+
 # -- 4 and 5: every error names its op; IPv6 loopback; NUL bytes ------------------------------------------
 def test_every_error_names_the_op_it_answers(tmp_path):
     with ServerProcess(tmp_path / "cache") as server:
-        token = read_token()
-        sock = zmq.Context.instance().socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(server.address)
+        sock = owner_socket(server.address)
         cases = [
-            (msgpack.packb({"v": 1, "id": 1, "token": token, "op": "open_shot", "shot": "s", "first": "x"}),
+            (msgpack.packb({"v": 1, "id": 1, "op": "open_shot", "shot": "s", "first": "x"}),
              "open_shot", "bad_message"),
-            (msgpack.packb({"v": 1, "id": 2, "token": token, "op": "get_alpha", "shot": "s", "frames": [1],
+            (msgpack.packb({"v": 1, "id": 2, "op": "get_alpha", "shot": "s", "frames": [1],
                             "extra": 1}), "get_alpha", "bad_message"),
-            (msgpack.packb({"v": 2, "id": 3, "token": token, "op": "status"}), "status", "bad_version"),
-            (msgpack.packb({"v": 1, "id": 4, "token": token, "op": "launch"}), None, "unknown_op"),
+            (msgpack.packb({"v": 2, "id": 3, "op": "status"}), "status", "bad_version"),
+            (msgpack.packb({"v": 1, "id": 4, "op": "launch"}), None, "unknown_op"),
             (b"\xc1\xc1", None, "bad_message"),
-            (msgpack.packb({"v": 1, "id": 5, "token": token, "op": "put_frames", "shot": "s",
+            (msgpack.packb({"v": 1, "id": 5, "op": "put_frames", "shot": "s",
                             "frames": [{"frame": 1, "encoding": "path", "path": "/tmp/a\0b.exr"}]}),
              "put_frames", "bad_frame"),  # a NUL byte: a plain bad_frame, not an internal error
         ]
@@ -278,20 +339,55 @@ def test_the_token_file_is_created_private_once_and_must_be_ours(tmp_path):
             load_or_create_token(path)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes and symbolic links")
+def test_a_token_file_others_could_read_or_swap_is_refused(tmp_path):
+    from mam2_server.server.security import SecurityError, load_or_create_token
+    secret = tmp_path / "someone-elses-secret"
+    secret.write_text("a-secret-this-server-must-not-hand-out-0123456789\n")
+    secret.chmod(0o600)
+    link = tmp_path / "dir" / "token"
+    link.parent.mkdir(mode=0o700)
+    link.symlink_to(secret)  # planted where the server looks: it would serve whoever can read the target
+    with pytest.raises(SecurityError, match="symbolic link"):
+        load_or_create_token(link)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")  # not followed to create the target either
+    with pytest.raises(SecurityError, match="symbolic link"):
+        load_or_create_token(tmp_path / "dangling")
+    assert not (tmp_path / "nowhere").exists()
+    loose = tmp_path / "loose"
+    loose.write_text("a-token-everyone-can-read-0123456789\n")
+    for mode in (0o644, 0o640, 0o604, 0o700):
+        loose.chmod(mode)
+        with pytest.raises(SecurityError, match=f"mode {mode:04o}.*chmod 600"):
+            load_or_create_token(loose)
+    loose.chmod(0o400)  # read-only for its owner is fine
+    assert load_or_create_token(loose) == "a-token-everyone-can-read-0123456789"
+    os.mkfifo(tmp_path / "fifo", 0o600)  # neither blocks on a FIFO nor reads it
+    with pytest.raises(SecurityError, match="not a regular file"):
+        load_or_create_token(tmp_path / "fifo")
+    server = ServerProcess(tmp_path / "cache", token_file=link)  # `mam2 serve` says why and stops
+    try:
+        assert server.proc.wait(60) != 0
+        assert "symbolic link" in server.tail()
+    finally:
+        server.stop()
+
+
 # -- 7: requests after shutdown are answered `shutting_down` until the server is gone ----------------------
 def test_requests_after_a_shutdown_get_shutting_down_while_a_propagate_finishes(tmp_path):
     with ServerProcess(tmp_path / "cache", delay=0.6) as server, server.client() as c:
         c.open_shot("stop", first=1, last=20, width=64, height=48)
         c.put_frames("stop", dict(enumerate(clip(20), 1)))
         c.add_prompt("stop", 1, box=BOX)
-        result = {}
-        worker = threading.Thread(target=lambda: result.update(r=c.propagate("stop")))
+        result, running = {}, threading.Event()
+        worker = threading.Thread(target=lambda: result.update(
+            r=c.propagate("stop", on_progress=lambda done, total, frame: running.set())))
         worker.start()
-        time.sleep(1.0)
+        assert running.wait(60)  # a frame is done: the job is mid-shot (each frame takes 0.6 s)
         with server.client(retries=1) as other:
             other.shutdown()
             assert _code(other.hello).code == "shutting_down"
             assert _code(lambda: other.get_alpha("stop", [1])).code == "shutting_down"
-        worker.join(20)
+        worker.join(60)
         assert result["r"].cancelled and result["r"].computed
-        assert server.proc.wait(20) == 0
+        assert server.proc.wait(60) == 0

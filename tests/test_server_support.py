@@ -13,7 +13,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -79,6 +81,18 @@ def clip(n: int = 6, seed: int = 0, w: int = W, h: int = H) -> list[np.ndarray]:
     return frames
 
 
+def owner_socket(address: str, token_file: Path | None = None):
+    """A raw DEALER socket that logs in as the server's owner (PLAIN, the token from `token_file`)."""
+    import zmq
+
+    from host_plugins.mam2_client.auth import read_token, use_token
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    use_token(sock, read_token(token_file))
+    sock.connect(address)
+    return sock
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -88,7 +102,8 @@ def free_port() -> int:
 class ServerProcess:
     """`mam2 serve` in a subprocess on a random loopback port (host "[::1]" for IPv6).
 
-    token_file: the server's --token-file, which `client()` then reads too (default: the user's)."""
+    token_file: the server's --token-file, which `client()` then reads too (default: $MAM2_TOKEN_FILE,
+    which tests/conftest.py points at a file of the pytest session)."""
 
     def __init__(self, cache_dir: Path, *, engine: str | None = None, delay: float = 0.0,
                  extra: tuple[str, ...] = (), port: int | None = None, env: dict | None = None,
@@ -160,6 +175,30 @@ class ServerProcess:
                 self.proc.wait(5)
         self.log.close()
         return self.proc.returncode
+
+
+@contextmanager
+def in_process_server(tmp_path: Path, engine: FastEngine | None = None, **config):
+    """A Server on a thread of this process (so tests can slow its disk down); yields a Client factory
+    whose `.address` and `.token_file` let raw sockets in too."""
+    from mam2_server.server import Server, ServerConfig
+    cfg = ServerConfig(address=f"tcp://127.0.0.1:{free_port()}", cache_dir=tmp_path / "cache",
+                       token_file=tmp_path / "token", **config)
+    server = Server(engine or FastEngine(), cfg)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def client(**kwargs):
+        from host_plugins.mam2_client import Client
+        return Client(cfg.address, token_file=tmp_path / "token", **{"timeout": 20.0, **kwargs})
+    client.address, client.token_file = cfg.address, tmp_path / "token"
+    try:
+        with client(timeout=0.5, retries=40) as c:
+            c.hello()
+        yield client
+    finally:
+        server.stop()
+        thread.join(30)
 
 
 def direct_alphas(engine: Engine, frames: list[np.ndarray], prompts: list[Prompt], first: int = 1) -> dict:

@@ -19,7 +19,6 @@ KEY_VERSION = "v"  # int, PROTOCOL_VERSION, in every request and reply
 KEY_ID = "id"  # request id: str (<= 64 chars) or int, chosen by the client, echoed in replies
 KEY_OP = "op"  # request: the operation name; reply: the op it answers
 KEY_KIND = "kind"  # replies only, one of KINDS
-KEY_TOKEN = "token"  # requests to a local server: the secret of the user who started it (see auth.py)
 
 # --- operations --------------------------------------------------------------
 OP_HELLO = "hello"
@@ -57,14 +56,16 @@ E_BAD_SHOT = "bad_shot"  # bad shot id / parameters, or reopened with a differen
 E_BAD_FRAME = "bad_frame"  # pixels wrong shape / dtype / outside the shot's range / undecodable
 E_BAD_PROMPT = "bad_prompt"
 E_MISSING_FRAMES = "missing_frames"  # propagate needs frames the server has not received
-E_BUSY = "busy"  # e.g. close_shot while the shot is propagating
+E_BUSY = "busy"  # e.g. close_shot while the shot is propagating, or too much of the client's work queued
 E_ENGINE = "engine_error"  # the engine failed on a frame
 E_SHUTTING_DOWN = "shutting_down"
-E_UNAUTHORIZED = "unauthorized"  # no token, or not the token of the user who started the server
 E_INTERNAL = "internal"  # a server bug; the server stays up
 ERROR_CODES = (E_BAD_MESSAGE, E_BAD_VERSION, E_UNKNOWN_OP, E_TOO_LARGE, E_NO_SHOT, E_BAD_SHOT,
                E_BAD_FRAME, E_BAD_PROMPT, E_MISSING_FRAMES, E_BUSY, E_ENGINE, E_SHUTTING_DOWN,
-               E_UNAUTHORIZED, E_INTERNAL)
+               E_INTERNAL)  # what the server sends
+# The client's code for a server that refused its login in the ZeroMQ handshake (see auth.py):
+# the server never answers such a peer, so this never travels on the wire.
+E_UNAUTHORIZED = "unauthorized"
 
 # --- pixels ----------------------------------------------------------------------
 ENC_RAW = "raw"  # little-endian buffer, `dtype` + `shape` in the header, row-major (H, W[, C])

@@ -4,7 +4,7 @@ Each client (a thread with its own `mam2_client.Client` and a raw DEALER socket)
 a shot and loops over a random mix: uploads (raw, EXR bytes, shared paths), prompts
 (box, points, masks, removals), propagations (some cancelled mid-way), get_alpha,
 status, close + purge + reopen, and malformed messages (garbage, wrong version,
-unknown op, no token, too many buffers, wrong sizes, truncated EXR, relative paths,
+unknown op, a token in the header, too many buffers, wrong sizes, truncated EXR, relative paths,
 stray buffers, frames outside the shot), each of which must get its own error code.
 A sampler records the server's RSS, open files and threads. A request is *answered*
 when it gets the reply (or, for a malformed one, the error) it should, *wrong* when it
@@ -26,7 +26,7 @@ import numpy as np
 import zmq
 
 from host_plugins.mam2_client import Client, MAM2Error, ServerError, ServerUnavailable, wire
-from host_plugins.mam2_client.auth import read_token
+from host_plugins.mam2_client.auth import read_token, use_token
 
 ACTIONS = {"upload": 25, "prompt": 15, "propagate": 20, "get_alpha": 15, "malformed": 15, "status": 5,
            "reopen": 5}
@@ -133,9 +133,9 @@ class _SoakClient:
         self.shot, self.size, self.frames = shot, size, frames
         self.plates, self.exrs, self.paths, self.rng = plates, exrs, paths, rng
         self.client = Client(address, timeout=timeout, retries=1, frame_timeout=timeout)
-        self.token = read_token()
         self.raw = zmq.Context.instance().socket(zmq.DEALER)
         self.raw.setsockopt(zmq.LINGER, 0)
+        use_token(self.raw, read_token())  # logs in as the owner, as `Client` does
         self.raw.connect(address)
         self.timeout = timeout
         self.keyframes: set[int] = set()
@@ -210,7 +210,7 @@ class _SoakClient:
     # -- malformed messages: each must get its own error code ------------------------------------
     def _malformed(self) -> tuple[str, str]:
         w, h = self.size
-        head = {"v": 1, "id": uuid.uuid4().hex, "token": self.token}
+        head = {"v": 1, "id": uuid.uuid4().hex}
         raw = {"frame": 1, "encoding": "raw", "buffer": 1, "dtype": "<f4", "shape": [h, w, 3]}
         good = self.plates[0].tobytes()
         cases = [
@@ -218,7 +218,7 @@ class _SoakClient:
             ([msgpack.packb([1, 2, 3])], wire.E_BAD_MESSAGE),
             ([msgpack.packb({**head, "v": 1.0, "op": "hello"})], wire.E_BAD_VERSION),
             ([msgpack.packb({**head, "op": "format_disk"})], wire.E_UNKNOWN_OP),
-            ([msgpack.packb({"v": 1, "id": head["id"], "op": "shutdown"})], wire.E_UNAUTHORIZED),
+            ([msgpack.packb({**head, "op": "shutdown", "token": "x"})], wire.E_BAD_MESSAGE),  # logins are handshakes
             ([msgpack.packb({**head, "op": "status"}), *[b""] * (wire.MAX_BUFFERS + 1)], wire.E_TOO_LARGE),
             ([msgpack.packb({**head, "op": "status"}), b"stray"], wire.E_BAD_MESSAGE),
             ([msgpack.packb({**head, "op": "put_frames", "shot": self.shot, "frames": [raw]}), good[:-4]],

@@ -1,13 +1,16 @@
 """The MAM2 server: one ROUTER socket, one I/O loop that always answers, work on two threads.
 
+* The socket admits only clients that pass ZeroMQ's handshake (`security`: PLAIN with
+  the owner's token on loopback and ``ipc://``, CURVE keys elsewhere).
 * I/O loop (the thread that calls `serve_forever`): receives every request,
-  decodes it (`protocol.decode_request`, which also checks the token), answers
-  `hello`, `status`, `cancel` and `shutdown` at once, queues the rest, and
-  forwards whatever the worker threads send back. It never runs an engine, so a
-  cancel never waits behind a long frame.
-* files stage (two threads): reads the files a put_frames or add_prompt names
-  (`files.FileReader`, within a size and time budget), then queues the request
-  for the data thread, which so never waits on a client's disk.
+  decodes it (`protocol.decode_request`), answers `hello`, `status`, `cancel` and
+  `shutdown` at once, queues the rest within `queues.Admission`'s bounds (else
+  `busy`), and forwards whatever the worker threads send back. It never runs an
+  engine, so a cancel never waits behind a long frame.
+* files stage (a thread per client with work, `queues.ClientQueues`): reads the files
+  a put_frames or add_prompt names (`files.FileReader`, within a size and time
+  budget), then queues the request for the data thread, which so never waits on a
+  client's disk, as no client waits on another's.
 * data thread: open_shot, put_frames, prompts, get_alpha, close_shot (disk I/O).
 * compute thread: propagate, the only thread that touches the engine.
 
@@ -37,14 +40,15 @@ from mam2_server import protocol as P
 from mam2_server.engines import Engine
 from mam2_server.protocol import ProtocolError
 from mam2_server.server.files import FileReader
-from mam2_server.server.handlers import Handlers, Job
-from mam2_server.server.security import Curve, SecurityError, check_bind_address, load_or_create_token
+from mam2_server.server.handlers import Handlers
+from mam2_server.server.queues import Admission, ClientQueues, Work
+from mam2_server.server.security import (Curve, OwnerToken, SecurityError, check_bind_address,
+                                         load_or_create_token)
 from mam2_server.server.shots import ShotStore
 
 log = logging.getLogger(__name__)
 
 _OUT = "inproc://mam2-out"
-_FILE_THREADS = 2
 _STOP_SECONDS = 10.0  # how long a stopping server waits for its workers
 
 
@@ -59,18 +63,11 @@ class ServerConfig:
     max_file_bytes: int | None = None  # largest file a "path" may name (None: max_message_bytes)
     file_seconds: float = 10.0  # time budget to read a file a client names
     token_file: Path | None = None  # the owner's secret (None: auth.token_file()); not used with CURVE
+    max_pending_requests: int = 8  # per connection, queued or running (past it: busy)
+    max_pending_bytes: int | None = None  # of queued messages, all clients (None: 2 x max_message_bytes)
     cache_frames: int = 4  # decoded frames kept in memory per shot
     spill_compression: str = "none"  # EXR compression of spilled raw frames: none (fast) or zip (smaller)
     engine_id: str = ""  # identifies engine + weights in cache keys (default: the engine name)
-
-
-@dataclass
-class _Work:
-    identity: bytes
-    envelope: P.Envelope
-    job: Job | None = None
-    files: dict = field(default_factory=dict)  # what the files stage read, by image index
-    failure: Exception | None = None  # the files stage refused the request
 
 
 @dataclass
@@ -93,9 +90,11 @@ class Server:
                           self.config.spill_compression, read_shared=files.pixels)
         self.handlers = Handlers(self.engine, self.config.engine_id or self.engine.name, store, files,
                                  limits=self._limits())
-        self._queues = {"files": queue.Queue(), "data": queue.Queue(), "compute": queue.Queue()}
-        self._threads: dict[str, list[threading.Thread]] = {}
-        self._curve: Curve | None = None
+        self._admission = Admission(self.config.max_pending_requests, self._max_pending_bytes())
+        self._files = ClientQueues(self._read_files, "mam2-files")
+        self._queues = {"data": queue.Queue(), "compute": queue.Queue()}
+        self._threads: dict[str, threading.Thread] = {}
+        self._access: Curve | OwnerToken | None = None
         self._cache_root = str(Path(self.config.cache_dir).resolve())
         self.bound_address: str | None = None
 
@@ -106,7 +105,11 @@ class Server:
                 "file_timeout_ms": int(c.file_seconds * 1000), "max_side": P.MAX_SIDE,
                 "max_frames_per_shot": P.MAX_FRAMES_PER_SHOT, "max_list_items": P.MAX_LIST_ITEMS,
                 "max_string_chars": P.MAX_STRING_CHARS, "max_id_chars": P.MAX_ID_CHARS,
-                "max_alphas_per_reply": P.MAX_ALPHAS_PER_REPLY}
+                "max_alphas_per_reply": P.MAX_ALPHAS_PER_REPLY, "max_pending_requests": c.max_pending_requests,
+                "max_pending_bytes": self._max_pending_bytes()}
+
+    def _max_pending_bytes(self) -> int:
+        return self.config.max_pending_bytes or 2 * self.config.max_message_bytes
 
     # -- lifecycle ---------------------------------------------------------------------
     def stop(self) -> None:
@@ -133,12 +136,9 @@ class Server:
         router = self._bind()
         pull = self.context.socket(zmq.PULL)
         pull.bind(_OUT)
-        stages = [("files", self._files_loop)] * _FILE_THREADS + [("data", self._data_loop),
-                                                                  ("compute", self._compute_loop)]
-        for name, target in stages:
-            thread = threading.Thread(target=target, name=f"mam2-{name}", daemon=True)
-            thread.start()
-            self._threads.setdefault(name, []).append(thread)
+        for name, target in (("data", self._data_loop), ("compute", self._compute_loop)):
+            self._threads[name] = threading.Thread(target=target, name=f"mam2-{name}", daemon=True)
+            self._threads[name].start()
         log.info("mam2 server on %s (engine %s, device %s, cache %s)", self.bound_address, self.engine.name,
                  self.handlers.device, self.config.cache_dir)
         if on_bound is not None:
@@ -159,15 +159,14 @@ class Server:
         router.setsockopt(zmq.ROUTER_MANDATORY, 0)
         if is_ipv6(self.config.address):
             router.setsockopt(zmq.IPV6, 1)
-        if self.config.curve_dir is not None:
-            self._curve = Curve(self.context, self.config.curve_dir)
-            self._curve.apply_server(router)
+        self._access = OwnerToken(self.context, self.token) if self.token is not None else \
+            Curve(self.context, self.config.curve_dir)
+        self._access.apply_server(router)
         try:
             router.bind(self.config.address)
         except zmq.ZMQError as exc:
             router.close(linger=0)
-            if self._curve is not None:
-                self._curve.stop()
+            self._access.stop()
             raise SecurityError(f"cannot bind {self.config.address}: {exc}") from None
         self.bound_address = router.getsockopt_string(zmq.LAST_ENDPOINT)
         return router
@@ -193,16 +192,19 @@ class Server:
         """Cancel the jobs, let every worker finish its queue while new requests get `shutting_down`."""
         self.handlers.cancel_all()
         deadline = time.monotonic() + _STOP_SECONDS
-        stuck = []
-        for stage in ("files", "data", "compute"):  # files first: it feeds the data queue
-            threads = self._threads.get(stage, [])
-            for _ in threads:
-                self._queues[stage].put(None)
-            while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+
+        def drain(busy: Callable[[], bool]) -> None:
+            while busy() and time.monotonic() < deadline:
                 self._pump(router, pull, self._refuse)
-            stuck += [t for t in threads if t.is_alive()]
-        for thread in stuck:
-            log.warning("%s still busy after %g s; exiting anyway", thread.name, _STOP_SECONDS)
+
+        drain(self._files.busy)  # first: it feeds the data queue
+        stuck = ["mam2-files"] if self._files.busy() else []
+        for stage in ("data", "compute"):
+            self._queues[stage].put(None)
+            drain(self._threads[stage].is_alive)
+            stuck += [self._threads[stage].name] if self._threads[stage].is_alive() else []
+        for name in stuck:
+            log.warning("%s still busy after %g s; exiting anyway", name, _STOP_SECONDS)
         for source, handle in ((pull, None), (router, self._refuse)):  # the last replies, then late requests
             while True:
                 try:
@@ -215,8 +217,7 @@ class Server:
                     handle(router, frames)
         pull.close(linger=0)
         router.close(linger=1000)
-        if self._curve is not None:
-            self._curve.stop()
+        self._access.stop()
         if not stuck:  # term() waits for every socket, including a stuck worker's: skip it then
             self.context.term()
         log.info("mam2 server stopped")
@@ -242,7 +243,7 @@ class Server:
         try:
             if not parts:
                 raise ProtocolError(P.E_BAD_MESSAGE, "empty message")
-            envelope = P.decode_request(parts, max_message_bytes=self.config.max_message_bytes, token=self.token)
+            envelope = P.decode_request(parts, max_message_bytes=self.config.max_message_bytes)
             rid, op, body = envelope.request_id, envelope.body.op, envelope.body
             log.debug("%s %s from %s", op, rid, identity.hex())
             if self._stop.is_set():
@@ -252,18 +253,21 @@ class Server:
             elif op == P.OP_STATUS:
                 reply(P.encode_reply(rid, op, self.handlers.status(body)))
             elif op == P.OP_CANCEL:
-                reply(P.encode_reply(rid, op, self.handlers.cancel(body)))
+                reply(P.encode_reply(rid, op, self.handlers.cancel(body, identity)))
             elif op == P.OP_SHUTDOWN:
                 log.warning("shutdown requested by %s", identity.hex())
                 reply(P.encode_reply(rid, op, P.ShutdownReply()))
                 self.stop()
-            elif op == P.OP_PROPAGATE:
-                job = self.handlers.add_job(rid, body.shot)
-                self._queues["compute"].put(_Work(identity, envelope, job))
-            elif any(ref.encoding == P.ENC_PATH for ref in P.images(body)):
-                self._queues["files"].put(_Work(identity, envelope))
             else:
-                self._queues["data"].put(_Work(identity, envelope))
+                work = Work(identity, envelope, sum(len(f) for f in frames[1:]))
+                self._admission.admit(identity, work.nbytes)  # held until the final reply (`_worker`)
+                if op == P.OP_PROPAGATE:
+                    work.job = self.handlers.add_job(identity, rid, body.shot)
+                    self._queues["compute"].put(work)
+                elif any(ref.encoding == P.ENC_PATH for ref in P.images(body)):
+                    self._files.put(work)
+                else:
+                    self._queues["data"].put(work)
         except ProtocolError as exc:
             log.info("request %r (%s) refused: %s: %s", rid, op, exc.code, exc.message)
             reply(P.error_reply(rid, op, exc.code, self._public(exc.message)))
@@ -303,24 +307,23 @@ class Server:
                     send(body, buffers)
                 except Exception:  # noqa: BLE001 - never lose the worker thread
                     log.error("cannot send the reply to %s %r: %s", op, env.request_id, traceback.format_exc())
+                finally:
+                    self._admission.release(work)
         finally:
             push.close(linger=1000)
 
-    def _files_loop(self) -> None:
-        while True:
-            work = self._queues["files"].get()
-            if work is None:
-                return
-            try:
-                work.files = self.handlers.read_files(work.envelope.body)
-            except Exception as exc:  # noqa: BLE001 - answered by the data thread, in order
-                work.failure = exc
-            self._queues["data"].put(work)
+    def _read_files(self, work: Work) -> None:
+        """The files stage, on the client's own thread (`ClientQueues`)."""
+        try:
+            work.files = self.handlers.read_files(work.envelope.body, work.identity)
+        except Exception as exc:  # noqa: BLE001 - answered by the data thread, in order
+            work.failure = exc
+        self._queues["data"].put(work)
 
     def _data_loop(self) -> None:
         h = self.handlers
 
-        def handle(work: _Work, send):
+        def handle(work: Work, send):
             if work.failure is not None:
                 raise work.failure
             body, buffers = work.envelope.body, work.envelope.buffers
@@ -338,7 +341,7 @@ class Server:
         self._worker("data", handle)
 
     def _compute_loop(self) -> None:
-        def handle(work: _Work, send):
+        def handle(work: Work, send):
             if work.job.cancel.is_set():
                 return P.PropagateReply(shot=work.job.shot, computed=[], cached=[], cancelled=True, seconds=0.0), ()
             return self.handlers.propagate(work.envelope.body, work.job, send), ()

@@ -9,15 +9,22 @@ that none claims, which takes ~25 s on a 200 MB file of zeros: the signature che
 refuses such a file at once. Each read runs on its own daemon thread, so a hung
 disk costs the request its budget, never the thread that waits; the server's own
 loops never call these directly (see `app.Server`: a files stage feeds the data thread).
+
+A read that outlives its budget keeps its thread until the disk answers. Those are
+counted per *lane*, the one that asked (a client, or a shot's propagate), and a lane
+with `max_hung` reads still running is refused at once: a client whose files sit on
+a dead mount uses up its own lane, not the reads of other clients or shots. A
+server-wide ceiling (`max_hung_total`) bounds the threads a dead disk can pin.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Hashable, Sequence, TypeVar
 
 import numpy as np
 
@@ -28,6 +35,7 @@ from mam2_server.protocol import ProtocolError
 from mam2_server.server.exr_layout import ExrLayoutError, check_complete
 
 T = TypeVar("T")
+Lane = tuple[str, Hashable]  # ("client", ROUTER identity) or ("shot", shot id)
 
 SIGNATURES = ((b"\x76\x2f\x31\x01", "OpenEXR"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"II*\x00", "TIFF"),
               (b"MM\x00*", "TIFF"), (b"II+\x00", "TIFF"), (b"MM\x00+", "TIFF"), (b"SDPX", "DPX"),
@@ -49,18 +57,22 @@ class SharedPlate:
 
 
 class FileReader:
-    """Reads client-named files within `max_bytes` and `seconds` each (None: no budget, for tests)."""
+    """Reads client-named files within `max_bytes` and `seconds` each (None: no budget, for tests).
+
+    `lane`: who asks, ("client", identity) or ("shot", shot id); see the module docstring."""
 
     def __init__(self, allowed_roots: Sequence[Path] | None, max_bytes: int, seconds: float | None,
-                 max_hung: int = 8) -> None:
+                 max_hung: int = 4, max_hung_total: int = 64) -> None:
         self.allowed_roots = allowed_roots
         self.max_bytes = max_bytes
         self.seconds = seconds
         self.max_hung = max_hung
-        self._slots = threading.BoundedSemaphore(max_hung)
+        self.max_hung_total = max_hung_total
+        self._running: Counter[Lane] = Counter()  # reads not yet returned, by lane
+        self._lock = threading.Lock()
 
     # -- what the server asks for -------------------------------------------------
-    def plate(self, path: str) -> SharedPlate:
+    def plate(self, path: str, lane: Lane) -> SharedPlate:
         """A shared-disk plate checked from its header and size (pixels are read at propagate)."""
         def check() -> SharedPlate:
             real, size = self._open_checked(path)
@@ -68,9 +80,9 @@ class FileReader:
             st = os.stat(real)
             key = f"{real}|{size}|{st.st_mtime_ns}|{st.st_ino}".encode()
             return SharedPlate(str(real), hashlib.sha256(key).hexdigest()[:32], info)
-        return self._within_budget(path, check)
+        return self._within_budget(path, check, lane)
 
-    def pixels(self, path: str) -> np.ndarray:
+    def pixels(self, path: str, lane: Lane) -> np.ndarray:
         """(H, W, C) float32 pixels over the display window (masks, and plates at propagate)."""
         def read() -> np.ndarray:
             real, _ = self._open_checked(path)
@@ -79,7 +91,7 @@ class FileReader:
             except Exception as exc:  # noqa: BLE001 - OIIO reports bad files in many ways
                 raise ProtocolError(P.E_BAD_FRAME, f"{path!r} could not be read: {exc}") from None
             return image.pixels if image.info.data_is_display else to_display_window(image)
-        return self._within_budget(path, read)
+        return self._within_budget(path, read, lane)
 
     # -- checks ----------------------------------------------------------------------
     def _open_checked(self, path: str) -> tuple[Path, int]:
@@ -114,12 +126,19 @@ class FileReader:
         except Exception as exc:  # noqa: BLE001
             raise ProtocolError(P.E_BAD_FRAME, f"{path!r} could not be read: {exc}") from None
 
-    def _within_budget(self, path: str, fn: Callable[[], T]) -> T:
+    def _within_budget(self, path: str, fn: Callable[[], T], lane: Lane) -> T:
         if self.seconds is None:
             return fn()
-        if not self._slots.acquire(blocking=False):
-            raise ProtocolError(P.E_BAD_FRAME, f"{path!r} not read: {self.max_hung} earlier file reads are still "
-                                               "hanging on this server's disks; try again later")
+        with self._lock:
+            if self._running[lane] >= self.max_hung:
+                who = "this client" if lane[0] == "client" else f"{lane[0]} {lane[1]!r}"
+                raise ProtocolError(P.E_BAD_FRAME, f"{path!r} not read: {self._running[lane]} earlier file reads "
+                                                   f"for {who} are still hanging on the server's disks (a dead "
+                                                   "mount?); try again later")
+            if self._running.total() >= self.max_hung_total:
+                raise ProtocolError(P.E_BAD_FRAME, f"{path!r} not read: {self.max_hung_total} file reads are still "
+                                                   "hanging on this server's disks; try again later")
+            self._running[lane] += 1
         done = threading.Event()
         out: dict = {}
 
@@ -129,7 +148,10 @@ class FileReader:
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
                 out["error"] = exc
             finally:
-                self._slots.release()
+                with self._lock:
+                    self._running[lane] -= 1
+                    if not self._running[lane]:
+                        del self._running[lane]
                 done.set()
 
         threading.Thread(target=run, name="mam2-file", daemon=True).start()

@@ -37,9 +37,14 @@ Send = Callable[[P.Reply, Sequence[P.Buffer]], None]
 class Job:
     """A queued or running propagate, cancellable from the I/O thread."""
 
+    client: bytes  # the ROUTER identity of the connection that sent it
     request_id: str | int
     shot: str
     cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def key(self) -> tuple[bytes, str | int]:
+        return self.client, self.request_id  # ids are the client's to choose: two clients may pick the same
 
 
 def rss_bytes() -> int:
@@ -70,7 +75,7 @@ class Handlers:
         self.files = files
         self.limits = limits
         self.device = detect_device(engine)
-        self.jobs: dict[str | int, Job] = {}
+        self.jobs: dict[tuple[bytes, str | int], Job] = {}
         self.jobs_lock = threading.Lock()
 
     # -- I/O thread ------------------------------------------------------------------
@@ -87,19 +92,21 @@ class Handlers:
         return P.StatusReply(shots=shots, jobs=jobs, rss_bytes=rss_bytes(), cache_bytes=self.store.memory(),
                              memory_budget=self.store.memory_budget, device=self.device, engine=self.engine.name)
 
-    def add_job(self, request_id: str | int, shot: str) -> Job:
-        job = Job(request_id, shot)
+    def add_job(self, client: bytes, request_id: str | int, shot: str) -> Job:
+        job = Job(client, request_id, shot)
         with self.jobs_lock:
-            self.jobs[request_id] = job
+            self.jobs[job.key] = job
         return job
 
-    def cancel(self, req: P.Cancel) -> P.Reply:
+    def cancel(self, req: P.Cancel, client: bytes) -> P.Reply:
+        """`target` alone: that job of the sender's own (`client`); `shot`: the shot's jobs, whoever sent
+        them (with `target`: only that request id's)."""
         if req.target is None and req.shot is None:
             raise ProtocolError(P.E_BAD_MESSAGE, "cancel needs 'target' (a request id) or 'shot'")
         with self.jobs_lock:
             hits = [j for j in self.jobs.values()
-                    if (req.target is not None and j.request_id == req.target) or
-                    (req.shot is not None and j.shot == req.shot)]
+                    if (req.target is None or j.request_id == req.target) and
+                    (j.shot == req.shot if req.shot is not None else j.client == client)]
         for job in hits:
             job.cancel.set()
         return P.CancelReply(cancelled=[j.request_id for j in hits])
@@ -110,14 +117,13 @@ class Handlers:
                 job.cancel.set()
 
     # -- files stage ----------------------------------------------------------------------
-    def read_files(self, req: P.Request) -> dict[int, SharedPlate | np.ndarray]:
+    def read_files(self, req: P.Request, client: bytes) -> dict[int, SharedPlate | np.ndarray]:
         """What the files a request names hold, by index in `P.images(req)`: plates are checked from
-        their headers, masks read whole; each within the FileReader's size and time budget."""
-        out: dict[int, SharedPlate | np.ndarray] = {}
-        for i, ref in enumerate(P.images(req)):
-            if ref.encoding == P.ENC_PATH:
-                out[i] = self.files.plate(ref.path) if isinstance(req, P.PutFrames) else self.files.pixels(ref.path)
-        return out
+        their headers, masks read whole; each within the FileReader's size and time budget, in the
+        lane of the client that asked."""
+        read = self.files.plate if isinstance(req, P.PutFrames) else self.files.pixels
+        return {i: read(ref.path, ("client", client))
+                for i, ref in enumerate(P.images(req)) if ref.encoding == P.ENC_PATH}
 
     # -- data thread --------------------------------------------------------------------
     def open_shot(self, req: P.OpenShot) -> P.Reply:
@@ -327,8 +333,8 @@ class Handlers:
 
     def finish_job(self, job: Job) -> None:
         with self.jobs_lock:
-            if self.jobs.get(job.request_id) is job:
-                del self.jobs[job.request_id]
+            if self.jobs.get(job.key) is job:
+                del self.jobs[job.key]
 
 
 def _check_alpha_format(encoding: str, dtype: str) -> None:

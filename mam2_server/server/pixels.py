@@ -87,7 +87,7 @@ def decode_pixels(ref: P.Pixels, buffers: Sequence[P.Buffer], *, width: int, hei
     `channels` lists the accepted channel counts; RGBA is cut to RGB when 3 is accepted,
     and to its A channel when only 1 is; other images give their first channel for 1.
     """
-    ref.check(buffers)
+    P.check_pixels(ref, buffers)
     if ref.encoding == P.ENC_RAW:
         buf = buffers[ref.buffer - 1]
         pixels = np.frombuffer(buf, dtype=np.dtype(ref.dtype)).reshape(ref.shape)

@@ -1,9 +1,12 @@
 """Who may talk to the server: the starting user's token on loopback, CURVE keys otherwise.
 
-On a loopback or ``ipc://`` address every request must carry the token of the user
-who started the server (`load_or_create_token`; see `host_plugins.mam2_client.auth`).
-Binding any address that is not loopback (127.0.0.0/8, ::1, localhost) or
-``ipc://`` requires a CURVE key directory made by ``mam2 keys DIR``::
+Both are checked by ZeroMQ's authenticator (`zmq.auth`) during the connection's
+handshake, so a peer that fails it never gets a message into the server, let alone
+into its memory. On a loopback or ``ipc://`` address a client logs in with ZeroMQ
+PLAIN: username ``mam2``, password the token of the user who started the server
+(`load_or_create_token`; see `host_plugins.mam2_client.auth`). Binding any address
+that is not loopback (127.0.0.0/8, ::1, localhost) or ``ipc://`` requires a CURVE key
+directory made by ``mam2 keys DIR``::
 
     DIR/server.key_secret     the server's key pair (keep private)
     DIR/server.key            the server's public key (give to clients)
@@ -12,6 +15,7 @@ Binding any address that is not loopback (127.0.0.0/8, ::1, localhost) or
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import secrets
@@ -24,9 +28,8 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from host_plugins.mam2_client.auth import PLAIN_USERNAME
 from host_plugins.mam2_client.wire import is_loopback
-
-log = logging.getLogger(__name__)
 
 
 class SecurityError(ValueError):
@@ -50,14 +53,16 @@ def check_bind_address(address: str, curve_dir: Path | None) -> None:
 
 
 def load_or_create_token(path: Path) -> str:
-    """The token in `path`, created (0600, parent 0700) if missing. Refuses a file of another user.
+    """The token in `path`, created (0600, parent 0700) if missing.
 
     Creation is atomic (written aside, then hard-linked into place), so servers that start
-    together all end up with the one token.
+    together all end up with the one token. The file is opened without following a
+    symbolic link, and refused unless the opened file is a regular file of this user that
+    no one else may read or write (mode 0600 or 0400).
     """
     path = Path(path)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not path.exists():
+    if not os.path.lexists(path):
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -70,17 +75,36 @@ def load_or_create_token(path: Path) -> str:
             pass  # another server created it first: use theirs
         finally:
             tmp.unlink()
-    st = path.stat()
-    if sys.platform != "win32":
-        if st.st_uid != os.getuid():
-            raise SecurityError(f"token file {path} belongs to another user (uid {st.st_uid}); "
-                                "use your own (--token-file)")
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            log.warning("token file %s is readable by other users: they can use this server", path)
-    token = path.read_text(encoding="ascii").strip()
+    # O_NONBLOCK: a FIFO planted there opens at once (and is then refused) instead of blocking
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SecurityError(f"token file {path} is a symbolic link: refused (the server reads only a file of "
+                                "its own there); delete the link or choose another --token-file") from None
+        raise SecurityError(f"cannot read token file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        _check_private(path, os.fstat(f.fileno()))
+        token = f.read(4096).decode("ascii", "replace").strip()
     if len(token) < 16:
         raise SecurityError(f"token file {path} holds no usable token (delete it to get a new one)")
     return token
+
+
+def _check_private(path: Path, st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise SecurityError(f"token file {path} is not a regular file: refused")
+    if sys.platform == "win32":
+        return
+    if st.st_uid != os.getuid():
+        raise SecurityError(f"token file {path} belongs to another user (uid {st.st_uid}); use your own "
+                            "(--token-file)")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & ~0o600:
+        raise SecurityError(f"token file {path} has mode {mode:04o}: anyone who can read it can use and stop this "
+                            f"server, so it must be 0600 (run `chmod 600 {path}`, or delete it to get a new one). "
+                            "To share a server, start it with --curve and give each user a client key")
 
 
 def generate_keys(directory: Path, client_name: str = "client") -> dict[str, Path]:
@@ -101,13 +125,37 @@ def generate_keys(directory: Path, client_name: str = "client") -> dict[str, Pat
             "client_public": Path(client_public), "client_secret": Path(client_secret)}
 
 
-class Curve:
-    """CURVE server side: the authenticator thread plus the socket options."""
+class _Authenticator:
+    """ZeroMQ's authenticator thread (ZAP) for the context; `apply_server` sets up a server socket."""
+
+    def __init__(self, context: zmq.Context) -> None:
+        self.auth = ThreadAuthenticator(context, log=logging.getLogger(f"{__name__}.zap"))
+        self.auth.start()
+
+    def apply_server(self, socket: zmq.Socket) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self.auth.stop()
+
+
+class OwnerToken(_Authenticator):
+    """PLAIN server side: a connection is accepted only with username `mam2` and the owner's token."""
+
+    def __init__(self, context: zmq.Context, token: str) -> None:
+        super().__init__(context)
+        self.auth.configure_plain(domain="*", passwords={PLAIN_USERNAME: token})
+
+    def apply_server(self, socket: zmq.Socket) -> None:
+        socket.plain_server = True
+
+
+class Curve(_Authenticator):
+    """CURVE server side: clients whose public key is in DIR/authorized."""
 
     def __init__(self, context: zmq.Context, directory: Path) -> None:
+        super().__init__(context)
         self.directory = Path(directory)
-        self.auth = ThreadAuthenticator(context)
-        self.auth.start()
         self.auth.configure_curve(domain="*", location=str(self.directory / "authorized"))
 
     def apply_server(self, socket: zmq.Socket) -> None:
@@ -115,6 +163,3 @@ class Curve:
         socket.curve_secretkey = secret
         socket.curve_publickey = public
         socket.curve_server = True
-
-    def stop(self) -> None:
-        self.auth.stop()

@@ -58,9 +58,9 @@ class ShotSource:
 class Shot:
     def __init__(self, disk: ShotDisk, *, shot: str, first: int, last: int, width: int, height: int,
                  colorspace: str | None, cache_frames: int = 4,
-                 read_shared: Callable[[str], np.ndarray] | None = None) -> None:
+                 read_shared: Callable[[str, tuple], np.ndarray] | None = None) -> None:
         self.disk = disk
-        self.read_shared = read_shared  # reads shared-disk plates within the server's file budget
+        self.read_shared = read_shared  # (path, lane): shared-disk plates within the server's file budget
         self.id = shot
         self.first, self.last, self.width, self.height = first, last, width, height
         self.colorspace = colorspace
@@ -149,7 +149,9 @@ class Shot:
     def _plate(self, frame: int, stored: tuple[str, Path]) -> np.ndarray:
         """The frame's pixels in the shot's colour space, as stored."""
         digest, path = stored
-        return self._cached((frame, "plate:" + digest), lambda: ShotDisk.read_frame(path, self.read_shared))
+        # this shot's own lane: plates hanging on another shot's dead disk never starve its reads
+        read = None if self.read_shared is None else (lambda p: self.read_shared(p, ("shot", self.id)))
+        return self._cached((frame, "plate:" + digest), lambda: ShotDisk.read_frame(path, read))
 
     def display(self, frame: int, stored: tuple[str, Path]) -> np.ndarray:
         digest, _ = stored
@@ -227,7 +229,7 @@ class ShotStore:
     """The loaded shots in least-recently-used order, under a memory budget (bytes)."""
 
     def __init__(self, root: Path, memory_budget: int, cache_frames: int = 4, spill_compression: str = "none",
-                 read_shared: Callable[[str], np.ndarray] | None = None) -> None:
+                 read_shared: Callable[[str, tuple], np.ndarray] | None = None) -> None:
         self.root = Path(root)
         self.spill_compression = spill_compression
         self.memory_budget = memory_budget
