@@ -313,14 +313,14 @@ def test_non_loopback_bind_refused_without_keys_and_allowed_with_them(tmp_path):
                 except ServerUnavailable:
                     assert time.monotonic() < deadline, server.tail()
         from host_plugins.mam2_client import ServerError
-        with Client(server.address, timeout=5.0, retries=1) as plain:  # no keys: refused in the handshake, said so
+        with Client(server.address, timeout=20.0, retries=1) as plain:  # no keys: refused in the handshake, said so
             with pytest.raises(ServerError) as info:
                 plain.hello()
             assert info.value.code == "unauthorized" and "--curve" in info.value.message
         stranger = tmp_path / "stranger"
         out = subprocess.run([sys.executable, "-m", "mam2_server.cli", "keys", str(stranger)], cwd=ROOT,
                              capture_output=True, text=True, timeout=60)
-        with Client(server.address, timeout=5.0, retries=1, curve_server_key=str(keys / "server.key"),
+        with Client(server.address, timeout=20.0, retries=1, curve_server_key=str(keys / "server.key"),
                     curve_client_secret=str(stranger / "client.key_secret")) as unknown:  # a key not authorized
             with pytest.raises(ServerError) as info:
                 unknown.hello()

@@ -148,10 +148,15 @@ class Client:
 
     def _reset(self) -> None:
         if self._socket is not None:
-            self._socket.disable_monitor()
-            self._monitor.close(linger=0)
-            self._socket.close(linger=0)
-            self._socket = self._monitor = None
+            try:
+                self._socket.disable_monitor()
+            except zmq.ZMQError:
+                pass  # e.g. the host terminated the context (quitting): the sockets must still close,
+                # or the termination waits for them forever
+            finally:
+                self._monitor.close(linger=0)
+                self._socket.close(linger=0)
+                self._socket = self._monitor = None
 
     def close(self) -> None:
         with self._lock:
