@@ -36,8 +36,6 @@ BPY_VENV = ROOT / ".venv-bpy"
 BPY = "bpy==5.0.1"
 BPY45_VENV = ROOT / ".venv-bpy45"
 BPY45 = "bpy==4.5.15"
-# The extension's wheels for Linux and Blender's Python 3.11, so that the packaging test builds offline.
-BPY_WHEELS = BPY_VENV / "wheels"
 EXTENSION_WHEELS = ["pyzmq", "msgpack"]
 
 
@@ -82,18 +80,14 @@ def blender_test_venv(env_dir: Path = BPY_VENV, bpy: str = BPY) -> None:
               "its Blender add-on tests will be skipped", file=sys.stderr, flush=True)
 
 
-def extension_wheels(python: Path, dest: Path = BPY_WHEELS) -> None:
-    """The Linux cp311 wheels `mam2 package blender` puts in the extension (for its offline test)."""
-    if dest.is_dir() and all(any(dest.glob(f"{name}-*.whl")) for name in EXTENSION_WHEELS):
-        print(f"[install] extension wheels already in {dest}", flush=True)
-        return
+def host_wheels(python: Path, dest: Path) -> None:
+    """pyzmq + msgpack wheels of every Nuke and Blender Python and platform `mam2 package` builds for,
+    downloaded once into `dest` (<venv>/host-wheels), so that the packaging tests build offline."""
     try:
-        step("the Blender extension's wheels (Linux, Python 3.11) for the packaging test",
-             [str(python), "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
-              "--implementation", "cp", "--platform", "manylinux_2_28_x86_64", "--python-version", "3.11",
-              "--dest", str(dest), *EXTENSION_WHEELS])
+        step("the host plugins' wheels (Nuke 14-16, Blender 4.2-5.0; ~12 MB) for the packaging tests",
+             [str(python), "-m", "mam2_server.package.prefetch", str(dest)])
     except (StepFailed, OSError) as exc:
-        print(f"[install] WARNING: no extension wheels ({exc}); the packaging test will be skipped",
+        print(f"[install] WARNING: not every host wheel was fetched ({exc}); the packaging tests need them",
               file=sys.stderr, flush=True)
 
 
@@ -145,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dev:
             blender_test_venv()
             blender_test_venv(BPY45_VENV, BPY45)
-            extension_wheels(python)
+            host_wheels(python, env_dir / "host-wheels")
     except StepFailed as exc:
         print(f"[install] FAILED: {exc}", file=sys.stderr)
         return 1

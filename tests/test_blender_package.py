@@ -1,13 +1,11 @@
 """`mam2 package blender`: the extension zips, and the Linux zip installed and used in real Blender.
 
-The wheels come from the local folder `install.py --dev` fills (.venv-bpy/wheels, the Linux
-cp311 pyzmq and msgpack from PyPI) through pip's own PIP_FIND_LINKS / PIP_NO_INDEX, so the
-tests need no network.
+The wheels come from the folder `install.py --dev` fills once from PyPI (<venv>/host-wheels, see
+mam2_server.package.prefetch), with `--find-links DIR --offline`, so the tests need no network.
 """
 from __future__ import annotations
 
 import ast
-import os
 import subprocess
 import sys
 import tomllib
@@ -19,33 +17,28 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from test_blender_addon import FIRST, N, bpy_python, play, plates, server_command  # noqa: E402,F401
-from test_server_support import ROOT, free_port  # noqa: E402
+from test_server_support import free_port  # noqa: E402
 
 from mam2_server.package import blender as package  # noqa: E402
+from mam2_server.package.prefetch import DEFAULT_DIR as HOST_WHEELS  # noqa: E402
 from mam2_server.package.wheels import WheelError, fetch_wheels  # noqa: E402
 
-WHEELS = ROOT / ".venv-bpy" / "wheels"
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture
-def offline(monkeypatch):
-    if not all(any(WHEELS.glob(f"{name}-*.whl")) for name in package.REQUIREMENTS):
-        pytest.skip(f"no extension wheels in {WHEELS}: run `python3 install.py --dev`")
-    env = {"PIP_FIND_LINKS": str(WHEELS), "PIP_NO_INDEX": "1"}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return env
+@pytest.fixture(scope="module")
+def wheels() -> Path:
+    if not HOST_WHEELS.is_dir():
+        pytest.skip(f"no host wheels in {HOST_WHEELS}: run `python3 install.py --dev` (it downloads them once)")
+    return HOST_WHEELS
 
 
 @pytest.fixture(scope="module")
-def linux_zip(tmp_path_factory) -> Path:
-    if not all(any(WHEELS.glob(f"{name}-*.whl")) for name in package.REQUIREMENTS):
-        pytest.skip(f"no extension wheels in {WHEELS}: run `python3 install.py --dev`")
+def linux_zip(wheels, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    env = {**os.environ, "PIP_FIND_LINKS": str(WHEELS), "PIP_NO_INDEX": "1"}
     proc = subprocess.run([sys.executable, "-m", "mam2_server.cli", "package", "blender", str(out),
-                           "--platform", "linux-x64"], env=env, capture_output=True, text=True, timeout=120)
+                           "--platform", "linux-x64", "--find-links", str(wheels), "--offline"],
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     zips = sorted(out.glob("*.zip"))
     assert [z.name for z in zips] == ["mam2_matte-0.1.0-linux_x64.zip"] and zips[0].name in proc.stdout
@@ -78,7 +71,7 @@ def test_the_zip_holds_the_addon_the_client_and_the_wheels_it_declares(linux_zip
 def test_every_platform_gets_its_own_wheels(tmp_path, monkeypatch):
     calls = []
 
-    def fake_fetch(requirements, platforms, python_versions, dest):
+    def fake_fetch(requirements, platforms, python_versions, dest, pip_args=()):
         calls.append((tuple(requirements), tuple(platforms), tuple(python_versions)))
         made = []
         for req in requirements:
@@ -101,12 +94,13 @@ def test_every_platform_gets_its_own_wheels(tmp_path, monkeypatch):
         package.build(tmp_path, ["linux-arm64"])
 
 
-def test_fetch_wheels_from_a_local_folder_and_a_clear_error_without_one(offline, tmp_path):
-    wheels = fetch_wheels(["pyzmq", "msgpack"], ["manylinux_2_28_x86_64"], ["3.11"], tmp_path / "w")
-    assert sorted(w.name.split("-")[0] for w in wheels) == ["msgpack", "pyzmq"] and all(w.exists() for w in wheels)
-    assert fetch_wheels(["msgpack"], ["manylinux_2_28_x86_64"], ["3.11"], tmp_path / "w")[0] in wheels
-    with pytest.raises(WheelError, match="no wheels of pyzmq for Python 3.11 on win_amd64"):
-        fetch_wheels(["pyzmq"], ["win_amd64"], ["3.11"], tmp_path / "w")
+def test_fetch_wheels_from_a_local_folder_and_a_clear_error_without_one(wheels, tmp_path):
+    offline = ["--find-links", str(wheels), "--no-index"]
+    found = fetch_wheels(["pyzmq", "msgpack"], ["manylinux_2_28_x86_64"], ["3.11"], tmp_path / "w", pip_args=offline)
+    assert sorted(w.name.split("-")[0] for w in found) == ["msgpack", "pyzmq"] and all(w.exists() for w in found)
+    assert fetch_wheels(["msgpack"], ["manylinux_2_28_x86_64"], ["3.11"], tmp_path / "w", pip_args=offline)[0] in found
+    with pytest.raises(WheelError, match="no wheels of pyzmq for Python 3.8 on win_amd64"):
+        fetch_wheels(["pyzmq"], ["win_amd64"], ["3.8"], tmp_path / "w", pip_args=offline)
 
 
 @pytest.mark.parametrize("version", ["5.0", "4.5"])

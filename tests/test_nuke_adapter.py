@@ -272,7 +272,7 @@ def test_server_tab_shows_engine_device_and_the_shot(node, plates):
     press(node, "track")
     text = check()
     assert "engine testfast on cpu" in text and "not started by this Nuke" in text, text
-    assert "shot: 6/6 frames received, keys 1001" in text, text
+    assert "shot: 6 frames received, keys 1001" in text, text
     for action in ("stop", "restart"):  # a server someone else started is left alone
         press(node, f"{action}_server", wait=False)
         nuke.standin_pump(until=lambda: not node["server_info"].value().startswith(f"{action}:"))

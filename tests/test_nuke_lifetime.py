@@ -2,6 +2,7 @@
 server it starts (clean environment, stopped from the node, gone when Nuke quits or crashes)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "nuke_standin"))
 from nuke_testing import (BOX, FIRST, ROOT, make_read, node, nuke, plates, press, runner, server,  # noqa: F401
                           status, write_plates)
-from test_server_support import free_port
+from test_server_support import ServerProcess, free_port
 
 from mam2_server.server.watchdog import process_alive
 
@@ -142,3 +143,69 @@ def test_the_server_goes_when_nuke_goes(tmp_path, how):
     while process_alive(int(pid)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not process_alive(int(pid)), f"the server outlived Nuke ({how})"
+
+
+_QUIT = r"""
+import atexit, json, os, sys, threading, time
+from pathlib import Path
+sys.path[:0] = [sys.argv[1]]
+report = {}
+
+
+def last():  # registered first, so it runs after every other atexit callback: what is left at the very end
+    report["exited_at"] = time.time()
+    report["workers"] = [t.name for t in threading.enumerate() if t.name.startswith("mam2-")]
+    report["contexts_closed"] = [job.context.closed for job in jobs]
+    report["scratch_left"] = [os.path.exists(job.scratch) for job in jobs]
+    print(json.dumps(report), flush=True)
+
+
+atexit.register(last)
+from nuke_testing import BOX, FIRST, make_read, nuke, write_plates
+from mam2_nuke import runner
+folder, when = Path(sys.argv[3]), sys.argv[4]
+nuke.standin_reset(str(folder / "comp_v001.nk"))
+write_plates(folder / "p")
+node = nuke.createNode("MAM2")
+node["address"].setValue(sys.argv[2])
+node["start_server"].setValue(False)
+node["box"].setValue(BOX)
+read = make_read(str(folder / "p" / "plate.####.exr"), FIRST, FIRST + 5)
+if when == "rendering":
+    read["frame_mode"].setValue("offset")  # Nuke must render it: the worker waits for the main thread
+    read["frame"].setValue("0")
+node.setInput(0, read)
+nuke.frame(FIRST)
+node["track"].execute()
+jobs = list(runner._jobs.values())
+message = "tracking" if when == "computing" else "rendering input frames 1001-1006 (0/6 sent)"
+deadline = time.monotonic() + 60
+while not any(v == message for _, kind, v in nuke.progress_log) and time.monotonic() < deadline:
+    time.sleep(0.05)  # the main thread is busy elsewhere: nothing queued for it runs
+time.sleep(1.0)  # computing: the propagate is on the server; rendering: the render waits for the main thread
+report["quit_at"] = time.time()
+nuke.scriptClose()  # Nuke quits: the script closes, then its Python finalises (atexit)
+"""
+
+
+@pytest.mark.parametrize("when", ["computing", "rendering"])
+def test_quitting_nuke_mid_run_cancels_it_and_leaves_no_worker_holding_a_socket(tmp_path, when):
+    """Quitting while a slow frame computes, or while the worker waits for the main thread to render: Nuke exits
+    within seconds, no worker holds a socket of a live context (that hangs an embedded Python's exit), and the
+    server stops the job."""
+    with ServerProcess(tmp_path / "cache", delay=8.0) as slow:  # every frame takes 8 s
+        host = subprocess.run([sys.executable, "-c", _QUIT, str(Path(__file__).parent / "nuke_standin"), slow.address,
+                               str(tmp_path), when], capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert host.returncode == 0, host.stderr
+        report = json.loads(host.stdout.strip().splitlines()[-1])
+        assert report["exited_at"] - report["quit_at"] < 10, report
+        assert report["contexts_closed"] == [True] and report["scratch_left"] == [False], report
+        if when == "computing":
+            assert report["workers"] == [], report  # it was let go of its socket and ended
+        with slow.client() as client:
+            deadline = time.monotonic() + 20
+            jobs = client.status()["jobs"]
+            while jobs and time.monotonic() < deadline:  # the frame in progress finishes, then the job stops
+                time.sleep(0.2)
+                jobs = client.status()["jobs"]
+            assert jobs == [], "the server kept computing the job of a Nuke that quit"

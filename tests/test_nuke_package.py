@@ -1,7 +1,8 @@
 """`mam2 package nuke DIR`: the folder an artist puts on NUKE_PATH, checked the way Nuke uses it.
 
-The wheels come from PyPI once (as install.py's do) into pytest's cache folder; the packages are
-then built from there offline (--find-links, --offline), the same code path as a studio mirror.
+The wheels come from the folder `install.py --dev` fills once from PyPI (<venv>/host-wheels, see
+mam2_server.package.prefetch); the packages are built from there offline (--find-links, --offline),
+the same code path as a studio mirror, so the tests need no network.
 The decisive test runs the packaged init.py in a clean Python 3.11 (Nuke 16's), with no
 site-packages and a `nuke` module that only has pluginAddPath, and imports the node's code,
 zmq and msgpack from the package, then talks to a real MAM2 server with them.
@@ -18,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from mam2_server.package.nuke import NUKE_PYTHONS, PLATFORMS, REQUIREMENTS
-from mam2_server.package.wheels import fetch_wheels
+from mam2_server.package.nuke import NUKE_PYTHONS, PLATFORMS
+from mam2_server.package.prefetch import DEFAULT_DIR as HOST_WHEELS
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -34,21 +35,16 @@ def mam2(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
-def wheel_cache(request, tmp_path_factory) -> Path:
-    """Pytest's cache folder for the wheels of every Nuke Python x platform (filled from PyPI when needed;
-    a temporary one when pytest runs without its cache)."""
-    cache = getattr(request.config, "cache", None)
-    return Path(cache.mkdir("mam2-nuke-wheels")) if cache is not None else tmp_path_factory.mktemp("nuke-wheels")
+def wheel_cache() -> Path:
+    if not HOST_WHEELS.is_dir():
+        pytest.skip(f"no host wheels in {HOST_WHEELS}: run `python3 install.py --dev` (it downloads them once)")
+    return HOST_WHEELS
 
 
 @pytest.fixture(scope="module")
 def package(wheel_cache, tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("nuke_path") / "mam2"
-    args = ("package", "nuke", str(dest), "--find-links", str(wheel_cache), "--offline")
-    out = mam2(*args)
-    if out.returncode != 0 and "no wheels of" in out.stderr:  # first run: the cache is empty
-        fetch_wheels(REQUIREMENTS, list(PLATFORMS.values()), list(NUKE_PYTHONS), wheel_cache)
-        out = mam2(*args)
+    out = mam2("package", "nuke", str(dest), "--find-links", str(wheel_cache), "--offline")
     assert out.returncode == 0, out.stderr
     assert "put " + str(dest) + " on NUKE_PATH" in out.stdout
     return dest
@@ -153,3 +149,66 @@ def test_a_failed_package_leaves_the_previous_one_and_foreign_folders_are_refuse
     out = mam2("package", "nuke", str(foreign), "--offline", "--find-links", str(wheel_cache))
     assert out.returncode == 2 and "is not a MAM2 package folder" in out.stderr
     assert [p.name for p in foreign.iterdir()] == ["other.gizmo"]
+
+
+def test_at_most_a_few_pip_processes_run_at_once_however_the_calls_nest(tmp_path, monkeypatch):
+    """A 2-core machine runs PARALLEL (2-4) pips at a time: for the Nuke package's 12 sites, and for
+    fetch_wheels calls made from a thread pool of their own."""
+    import json as json_
+    import threading
+    import time as time_
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mam2_server.package import nuke, wheels
+    lock, running, peak = threading.Lock(), [0], [0]
+
+    def fake_run(cmd, **kwargs):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time_.sleep(0.05)
+        tag = cmd[cmd.index("--platform") + 1]
+        abi = cmd[cmd.index("--abi") + 1]
+        name = f"pyzmq-1.0-{abi}-{abi}-{tag}.whl"
+        if cmd[3] == "download":
+            dest = Path(cmd[cmd.index("--dest") + 1])
+            dest.mkdir(parents=True, exist_ok=True)
+            (dest / name).write_bytes(b"wheel")
+        else:
+            Path(cmd[cmd.index("--target") + 1]).mkdir(parents=True)
+            report = {"install": [{"download_info": {"url": f"file:///wheels/{name}"}}]}
+            Path(cmd[cmd.index("--report") + 1]).write_text(json_.dumps(report))
+        with lock:
+            running[0] -= 1
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+    monkeypatch.setattr(wheels.subprocess, "run", fake_run)
+    assert 2 <= wheels.PARALLEL <= 4
+    manifest = nuke.build(tmp_path / "pkg")
+    assert len(manifest["sites"]) == 12 and peak[0] <= wheels.PARALLEL
+    assert manifest["sites"]["cp39-windows-x86_64"] == ["pyzmq-1.0-cp39-cp39-win_amd64.whl"]
+    peak[0] = 0
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: wheels.fetch_wheels(["pyzmq"], list(PLATFORMS.values()), list(NUKE_PYTHONS),
+                                                    tmp_path / f"w{i}"), range(4)))
+    assert 2 <= peak[0] <= wheels.PARALLEL
+
+
+def test_prefetch_fills_one_folder_for_both_hosts_and_fetches_only_what_it_lacks(tmp_path, monkeypatch):
+    from mam2_server.package import prefetch
+    from mam2_server.package.wheels import WheelError
+    asked, broken = [], {"win_arm64"}
+
+    def fake_fetch(requirements, platforms, versions, dest, pip_args=()):
+        asked.append((versions[0], platforms[0]))
+        if platforms[0] in broken:
+            raise WheelError(f"no wheels of {' '.join(requirements)} for Python {versions[0]} on {platforms[0]}:\nx")
+        return []
+    monkeypatch.setattr(prefetch, "fetch_wheels", fake_fetch)
+    assert prefetch.prefetch(tmp_path) == ["no wheels of pyzmq msgpack for Python 3.11 on win_arm64:"]
+    nuke_combos = {(v, p) for v in NUKE_PYTHONS for p in PLATFORMS.values()}
+    assert nuke_combos <= set(asked) and ("3.11", "manylinux_2_28_x86_64") in asked and len(asked) == 15  # 2 shared
+    asked.clear()
+    broken.clear()
+    assert prefetch.prefetch(tmp_path) == [] and asked == [("3.11", "win_arm64")]  # only what failed before
+    asked.clear()
+    assert prefetch.main([str(tmp_path)]) == 0 and asked == []

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "nuke_standin"))
-from nuke_testing import (BOX, FIRST, H, W, make_read, matte, node, nuke, plates, press, server,  # noqa: F401
-                          square_left, status, track_range, write_plates)
+from nuke_testing import (BOX, FIRST, H, W, make_read, mam2_nuke, matte, node, nuke, plates, press,  # noqa: F401
+                          server, square_left, status, track_range, write_plates)
 
 import standin_render
 
@@ -185,3 +185,71 @@ def test_a_remote_server_gets_plates_and_masks_as_pixels(node, plates, server, m
     assert len(list(frames.glob("*.exr"))) == 6
     mask = read_image(server.cache_dir / "shots" / node["shot"].value() / "prompts" / f"{FIRST}.mask.exr")
     assert mask.pixels[..., 0].sum() == 100
+
+
+def test_missing_frames_are_rendered_and_sent_a_chunk_at_a_time(node, monkeypatch):
+    """A long shot never fills the temp folder nor holds the main thread: each chunk of SEND_CHUNK frames
+    is rendered, sent and deleted before the next one is rendered."""
+    from mam2_client import track
+    monkeypatch.setattr(track, "SEND_CHUNK", 4)
+    on_disk = []  # plate files in the scratch folder each time a render starts
+    real = mam2_nuke.plates.render
+
+    def render(group, source, channels, pattern, frames):
+        on_disk.append(len(list(Path(pattern).parent.glob("plate.*.exr"))))
+        return real(group, source, channels, pattern, frames)
+    monkeypatch.setattr(mam2_nuke.plates, "render", render)
+    node.setInput(0, constant(10))
+    press(node, "track")
+    assert status(node).startswith("Done: 10 frames computed"), status(node)
+    assert nuke.executed == [("Write1", FIRST, FIRST + 3), ("Write1", FIRST + 4, FIRST + 7),
+                             ("Write1", FIRST + 8, FIRST + 9)]
+    assert on_disk == [0, 0, 0]  # the previous chunk was deleted once sent
+    rendering = [v for _, kind, v in nuke.progress_log if kind == "message" and v.startswith("rendering")]
+    assert rendering == ["rendering input frames 1001-1004 (0/10 sent)", "rendering input frames 1005-1008 (4/10 sent)",
+                         "rendering input frames 1009-1010 (8/10 sent)"]
+    assert square_left(matte(node, FIRST + 9)) == 8 + 2 * 9  # every chunk arrived, in its place
+
+
+def test_a_cancel_lands_between_rendered_chunks(node, monkeypatch):
+    from mam2_client import track
+    monkeypatch.setattr(track, "SEND_CHUNK", 4)
+    real = mam2_nuke.plates.render
+
+    def render(*args):
+        files = real(*args)
+        nuke.cancel_progress.set()  # the artist presses Cancel on the progress bar while the first chunk renders
+        return files
+    monkeypatch.setattr(mam2_nuke.plates, "render", render)
+    node.setInput(0, constant(12))
+    press(node, "track")
+    assert status(node).startswith("Cancelled"), status(node)
+    assert nuke.executed == [("Write1", FIRST, FIRST + 3)]  # not the other 8 frames
+
+
+def test_changing_the_tracked_range_keeps_the_shot_and_its_cache(node, server):
+    node.setInput(0, constant(8))
+    track_range(node, FIRST, FIRST + 5)
+    shot = node["shot"].value()
+    assert status(node).startswith("Done: 6 frames computed"), status(node)
+    track_range(node, FIRST, FIRST + 6)  # one frame more
+    assert node["shot"].value() == shot
+    assert status(node).startswith("Done: 1 frames computed, 6 cached"), status(node)
+    assert nuke.executed[1:] == [("Write1", FIRST + 6, FIRST + 6)]  # only the new frame rendered and sent
+    track_range(node, FIRST, FIRST + 3)  # fewer
+    assert node["shot"].value() == shot and status(node).startswith("Done: 0 frames computed, 4 cached"), status(node)
+    assert len(nuke.executed) == 2
+    with server.client() as client:
+        ours = [s for s in client.status()["shots"] if s["shot"].startswith(shot.rsplit("_", 1)[0])]
+    assert [s["shot"] for s in ours] == [shot]  # one shot on the server, nothing orphaned
+    read = node.node("AlphaRead")
+    assert (read["first"].value(), read["last"].value()) == (FIRST, FIRST + 3)
+
+
+def test_the_shot_span_is_whole_blocks_and_kept_while_the_range_fits():
+    from mam2_client.track import shot_span
+    assert shot_span(1001, 1100) == (1000, 1999)
+    assert shot_span(993, 1100) == (0, 1999)  # handles before 1000
+    assert shot_span(1001, 1100, previous=(0, 1999)) == (0, 1999)  # narrowed: the same shot
+    assert shot_span(1001, 2000, previous=(1000, 1999)) == (1000, 2999)  # out of it: a new one
+    assert shot_span(-5, 3) == (-1000, 999)

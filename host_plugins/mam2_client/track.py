@@ -26,8 +26,11 @@ PADDING = re.compile(r"(#+)|%(0?\d*)d")
 SHOT_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 Progress = Callable[[str, int], None]  # (message, percent 0..100)
-Render = Callable[[list[int]], dict[int, str]]  # frames -> EXR files (the host's main thread); raises HostError
-SEND_CHUNK = 8  # plate files read into memory at once when they are sent as bytes
+# frames -> EXR files (the host's main thread); raises HostError. The files are the job's: it deletes
+# them once they are sent.
+Render = Callable[[list[int]], dict[int, str]]
+SEND_CHUNK = 8  # plate files rendered, then read into memory, at once when they are sent as bytes
+SHOT_BLOCK = 1000  # a shot's frame range on the server is whole blocks of this many frames (see shot_span)
 
 
 class PromptError(ValueError):
@@ -117,6 +120,7 @@ class TrackJob:
     colorspace: str | None = None  # the plates' colour space (OCIO name); None: the server's default
     refresh_plates: bool = False  # render/send frames the server already holds again (the input changed)
     server_command: tuple[str, ...] = ()  # how to start `mam2` (else launcher.server_command())
+    span: tuple[int, int] | None = None  # the shot's range on the server (shot_span); None: first..last
 
 
 @dataclass
@@ -133,11 +137,26 @@ class JobResult:
 def shot_id(host: str, script: str, node: str, width: int, height: int, first: int, last: int,
             tag: str = "") -> str:
     """A valid, stable shot id per (host, script, node, size, range[, tag]): other parameters get a new
-    shot. `tag` holds anything else open_shot fixes, e.g. the colour space."""
+    shot. `tag` holds anything else open_shot fixes, e.g. the colour space. The range is the one the
+    shot is opened with: pass its `shot_span`, so that changing the tracked range keeps the shot."""
     key = f"{host}|{script}|{node}|{width}x{height}|{first}-{last}" + (f"|{tag}" if tag else "")
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
     name = SHOT_CHARS.sub("_", node).strip("_.-")[:60] or "node"
     return f"{host}_{name}_{digest}"
+
+
+def shot_span(first: int, last: int, previous: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The frame range to open the shot of the tracked range first..last with.
+
+    The server fixes a shot's range when it is opened (open_shot with another range is refused),
+    while its plates and finished alphas are per frame and keyed by content. So the shot covers
+    the whole SHOT_BLOCK-frame blocks around the tracked range, and keeps `previous` (the span it
+    was opened with before) while the tracked range fits in it: widening or narrowing the tracked
+    range inside keeps the shot, its plates and its finished alphas.
+    """
+    if previous is not None and previous[0] <= first and last <= previous[1]:
+        return int(previous[0]), int(previous[1])
+    return first // SHOT_BLOCK * SHOT_BLOCK, (last // SHOT_BLOCK + 1) * SHOT_BLOCK - 1
 
 
 def frame_path(pattern: str, frame: int) -> str:
@@ -174,6 +193,7 @@ def run_job(job: TrackJob, cancel: threading.Event, progress: Progress,
 
     `render(frames)` makes plates for frames that have no file in `job.plates` and that the
     server lacks (all of them with `job.refresh_plates`); the host runs it on its main thread.
+    It is called SEND_CHUNK frames at a time, and each chunk's files are deleted once sent.
     on_written(frame) is called after each alpha file is written (a live preview). context: a
     zmq.Context for this job's sockets (default pyzmq's shared one); a host that quits mid-run
     terminates it, which ends the job's blocking calls (an interpreter cannot finalise while a
@@ -192,9 +212,10 @@ def run_job(job: TrackJob, cancel: threading.Event, progress: Progress,
         engine = hello.get("engine", "")
         if job.engine != ENGINE_DEFAULT and engine != job.engine:
             result.warning = f"the server runs engine '{engine}', not '{job.engine}' (restart it to switch)"
-        opened = client.open_shot(job.shot, first=job.first, last=job.last, width=job.width, height=job.height,
+        span = job.span or (job.first, job.last)
+        opened = client.open_shot(job.shot, first=span[0], last=span[1], width=job.width, height=job.height,
                                   colorspace=job.colorspace)
-        _send_plates(client, job, set(opened["received"]), render, progress)
+        _send_plates(client, job, set(opened["received"]), render, progress, cancel)
         if cancel.is_set():
             result.cancelled = True
             return result
@@ -239,7 +260,8 @@ def reads_our_files(address: str) -> bool:
     return wire.is_loopback(address)
 
 
-def _send_plates(client, job: TrackJob, received: set[int], render: Render | None, progress: Progress) -> None:
+def _send_plates(client, job: TrackJob, received: set[int], render: Render | None, progress: Progress,
+                 cancel: threading.Event) -> None:
     """Plate files by path to a local server, as bytes to a remote one; renders only what is lacking."""
     if reads_our_files(job.address):
         if job.plates and (not job.retrack or job.refresh_plates or set(job.plates) - received):
@@ -251,15 +273,38 @@ def _send_plates(client, job: TrackJob, received: set[int], render: Render | Non
     wanted = [f for f in range(job.first, job.last + 1)
               if f not in job.plates and (job.refresh_plates or f not in received)]
     if render is not None and wanted:
-        progress(f"rendering {len(wanted)} input frames the server lacks", 2)
-        _send_files(client, job.shot, render(wanted), progress)
+        _render_and_send(client, job.shot, wanted, render, progress, cancel)
 
 
-def _send_files(client, shot: str, files: dict[int, str], progress: Progress) -> None:
+def _render_and_send(client, shot: str, frames: list[int], render: Render, progress: Progress,
+                     cancel: threading.Event) -> None:
+    """SEND_CHUNK frames at a time: render them, send them as bytes (the files are scratch, gone after
+    this job), delete them. The host's temp space holds one chunk, its main thread is free between
+    chunks, and a cancel lands between chunks."""
+    for i in range(0, len(frames), SEND_CHUNK):
+        chunk = frames[i:i + SEND_CHUNK]
+        progress(f"rendering input frames {chunk[0]}-{chunk[-1]} ({i}/{len(frames)} sent)",
+                 1 + 9 * i // len(frames))
+        if cancel.is_set():  # also set by the progress call (a host's progress bar Cancel)
+            return
+        client.close()  # no socket held while the host's main thread renders (the next call reconnects)
+        files = render(chunk)
+        try:
+            _send_files(client, shot, files, None)
+        finally:
+            for path in files.values():
+                try:
+                    os.remove(path)
+                except OSError:
+                    pass
+
+
+def _send_files(client, shot: str, files: dict[int, str], progress: Progress | None) -> None:
     """EXR files as bytes, a few at a time (a remote server cannot read our paths)."""
     frames = sorted(files)
     for i in range(0, len(frames), SEND_CHUNK):
-        progress(f"sending plates ({i}/{len(frames)})", 5)
+        if progress is not None:
+            progress(f"sending plates ({i}/{len(frames)})", 5)
         chunk = {}
         for f in frames[i:i + SEND_CHUNK]:
             with open(files[f], "rb") as fh:

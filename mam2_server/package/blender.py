@@ -4,8 +4,8 @@ Each zip holds the add-on (host_plugins/blender) with the MAM2 client vendored i
 (`mam2_matte/mam2_client`, imported relatively), the pyzmq and msgpack wheels for that
 platform, unmodified from PyPI, and a `blender_manifest.toml` that lists them. Install
 with Edit > Preferences > Get Extensions > Install from Disk (or drag the zip into Blender).
-Blender 4.2-5.0 embed Python 3.11, so the wheels are cp311. Offline: set
-`PIP_FIND_LINKS=DIR PIP_NO_INDEX=1` to take the wheels from a local folder.
+Blender 4.2-5.0 embed Python 3.11, so the wheels are cp311. Offline: `--find-links DIR --offline`
+takes them from a folder of wheels (e.g. one `python -m mam2_server.package.prefetch DIR` filled).
 """
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Sequence
 
 from mam2_server import __version__
-from mam2_server.package.wheels import fetch_wheels
+from mam2_server.package.wheels import add_source_arguments, fetch_wheels, source_args
 
 ADDON_ID = "mam2_matte"
 PYTHON = "3.11"  # Blender 4.2-5.0; 5.1+ embeds 3.13 (blender_version_max below)
@@ -104,8 +105,10 @@ def zip_folder(folder: Path, target: Path) -> Path:
     return target
 
 
-def build(dest: Path, platforms: list[str], wheel_cache: Path | None = None) -> list[Path]:
-    """One extension zip per Blender platform in `dest`; returns their paths."""
+def build(dest: Path, platforms: list[str], wheel_cache: Path | None = None,
+          pip_args: Sequence[str] = ()) -> list[Path]:
+    """One extension zip per Blender platform in `dest`; returns their paths. pip_args: added to pip's
+    (e.g. ["--find-links", DIR, "--no-index"])."""
     unknown = [p for p in platforms if p not in PLATFORMS]
     if unknown:
         raise ValueError(f"unknown Blender platform(s) {', '.join(unknown)}; known: {', '.join(PLATFORMS)}")
@@ -114,7 +117,7 @@ def build(dest: Path, platforms: list[str], wheel_cache: Path | None = None) -> 
     with tempfile.TemporaryDirectory(prefix="mam2-blender-") as tmp:
         cache = Path(wheel_cache) if wheel_cache else Path(tmp) / "wheels"
         for platform in platforms:
-            wheels = fetch_wheels(REQUIREMENTS, [PLATFORMS[platform]], [PYTHON], cache)
+            wheels = fetch_wheels(REQUIREMENTS, [PLATFORMS[platform]], [PYTHON], cache, pip_args=pip_args)
             root = stage_addon(Path(tmp) / platform, platform, wheels)
             name = f"{ADDON_ID}-{__version__}-{platform.replace('-', '_')}.zip"
             zips.append(zip_folder(root, dest / name))
@@ -126,9 +129,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"build only for PLATFORM (repeatable; default all: {', '.join(PLATFORMS)})")
     parser.add_argument("--wheel-cache", type=Path, metavar="DIR",
                         help="keep the downloaded wheels in DIR and reuse them (default: a temporary folder)")
+    add_source_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    for path in build(args.directory, args.platform or list(PLATFORMS), args.wheel_cache):
+    for path in build(args.directory, args.platform or list(PLATFORMS), args.wheel_cache, source_args(args)):
         print(f"{path}  ({path.stat().st_size / 1e6:.1f} MB)")
     return 0

@@ -4,8 +4,8 @@
     DIR/README.md                    gizmos/README.md: from here to a matte in Nuke
     DIR/gizmos/MAM2.gizmo
     DIR/python/mam2_nuke/, mam2_client/
-    DIR/site/cp311-linux-x86_64/...  pyzmq + msgpack unpacked from PyPI wheels, one folder per Nuke
-                                     Python (14: 3.9, 15: 3.10, 16: 3.11) and platform
+    DIR/site/cp311-linux-x86_64/...  pyzmq + msgpack from PyPI wheels (pip install --target), one
+                                     folder per Nuke Python (14: 3.9, 15: 3.10, 16: 3.11) and platform
     DIR/config.json                  the Python that runs `mam2 serve` when the node starts a server
     DIR/manifest.json                what was packaged
 
@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import stat
 import sys
 import tempfile
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
 from mam2_server import __version__
-from mam2_server.package.wheels import PARALLEL, fetch_wheels
+from mam2_server.package.wheels import PARALLEL, add_source_arguments, install_wheels, source_args
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = ("pyzmq", "msgpack")
@@ -75,15 +72,12 @@ def _write(stage: Path, pythons, platforms, pip_args, server_python) -> dict:
     shutil.copytree(plugin / "mam2_nuke", stage / "python" / "mam2_nuke", ignore=IGNORE)
     shutil.copytree(ROOT / "host_plugins" / "mam2_client", stage / "python" / "mam2_client", ignore=IGNORE)
     combos = {f"cp{v.replace('.', '')}-{p}": (v, p) for v in pythons for p in platforms}
-    with tempfile.TemporaryDirectory(prefix=".wheels-", dir=stage) as cache, ThreadPoolExecutor(PARALLEL) as pool:
-        def fetch(site: str) -> list[Path]:
-            version, platform = combos[site]
-            return fetch_wheels(REQUIREMENTS, [PLATFORMS[platform]], [version], Path(cache) / site, pip_args=pip_args)
-        sites = dict(zip(combos, pool.map(fetch, combos)))
-        for site, wheels in sites.items():
-            for wheel in wheels:
-                unpack_wheel(wheel, stage / "site" / site)
-    sites = {site: [w.name for w in wheels] for site, wheels in sites.items()}
+
+    def install(site: str) -> list[str]:
+        version, platform = combos[site]
+        return install_wheels(REQUIREMENTS, PLATFORMS[platform], version, stage / "site" / site, pip_args=pip_args)
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        sites = dict(zip(combos, pool.map(install, combos)))
     (stage / "config.json").write_text(json.dumps({"server_python": server_python}, indent=1) + "\n")
     manifest = {"mam2": __version__, "requirements": list(REQUIREMENTS),
                 "nuke": {v: NUKE_PYTHONS.get(v, "?") for v in pythons}, "sites": sites}
@@ -91,43 +85,19 @@ def _write(stage: Path, pythons, platforms, pip_args, server_python) -> dict:
     return manifest
 
 
-def unpack_wheel(wheel: Path, target: Path) -> None:
-    """Install a wheel's files into `target` as pip would for importing (purelib/platlib, file modes kept)."""
-    with zipfile.ZipFile(wheel) as archive:
-        for info in archive.infolist():
-            name = info.filename
-            parts = name.split("/")
-            if parts[0].endswith(".data"):
-                if len(parts) < 3 or parts[1] not in ("purelib", "platlib"):
-                    continue  # scripts, headers, data: not needed to import
-                name = "/".join(parts[2:])
-            if name.endswith("/") or ".." in parts or name.startswith("/"):
-                continue
-            out = target / name
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(info) as src, open(out, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            mode = info.external_attr >> 16
-            if mode & stat.S_IXUSR:
-                os.chmod(out, out.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--python", nargs="+", default=list(NUKE_PYTHONS), metavar="X.Y",
                         help="Nuke Python versions (default: %(default)s = Nuke 14, 15, 16)")
     parser.add_argument("--platform", nargs="+", default=list(PLATFORMS), choices=list(PLATFORMS),
                         help="platforms (default: all)")
-    parser.add_argument("--find-links", metavar="DIR", help="a folder of wheels pip looks in first")
-    parser.add_argument("--offline", action="store_true", help="do not ask PyPI: only --find-links / pip's config")
+    add_source_arguments(parser)
     parser.add_argument("--server-python", default=sys.executable,
                         help="the Python with MAM2 that the node uses to start `mam2 serve` (default: this one)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Write the folder DIR (new, empty, or an earlier package) and say what is next."""
-    pip_args = (["--find-links", str(args.find_links)] if args.find_links else []) + (
-        ["--no-index"] if args.offline else [])
-    manifest = build(args.directory, pythons=args.python, platforms=args.platform, pip_args=pip_args,
+    manifest = build(args.directory, pythons=args.python, platforms=args.platform, pip_args=source_args(args),
                      server_python=args.server_python)
     dest = args.directory.resolve()
     wheels = sorted({w for names in manifest["sites"].values() for w in names})

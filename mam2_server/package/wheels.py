@@ -1,22 +1,41 @@
-"""Binary wheels from PyPI for other Pythons and platforms than this one (`pip download --only-binary`).
+"""Binary wheels from PyPI for other Pythons and platforms than this one, done by pip.
 
 Host applications embed their own Python (Nuke 14/15/16: 3.9/3.10/3.11; Blender 4.2-5.0: 3.11),
 so their plugins ship wheels of exactly that version and of every platform artists use. pip
-picks them with --platform/--python-version/--implementation/--abi; it honours its own
-configuration (PIP_FIND_LINKS, PIP_NO_INDEX, pip.conf), and `pip_args` adds to it (e.g.
-["--find-links", DIR, "--no-index"] to package offline from a folder of wheels).
+picks them with --only-binary/--platform/--python-version/--implementation/--abi, downloads
+them (`fetch_wheels`) or installs them into a folder (`install_wheels`, pip install --target).
+It honours its own configuration (PIP_FIND_LINKS, PIP_NO_INDEX, pip.conf), and `pip_args` adds
+to it (e.g. ["--find-links", DIR, "--no-index"] to build offline from a folder of wheels).
+At most PARALLEL pip processes run at once in this process, however the callers nest.
 """
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
+from urllib.parse import unquote, urlparse
 
-PARALLEL = 4  # pip processes at once (they mostly wait on the network)
+PARALLEL = max(2, min(4, os.cpu_count() or 2))  # pip processes at once (they mostly wait on the network)
+_PIP_SLOTS = threading.BoundedSemaphore(PARALLEL)
+
+
+def add_source_arguments(parser) -> None:
+    """`--find-links DIR` and `--offline` for a `mam2 package` target (see `source_args`)."""
+    parser.add_argument("--find-links", metavar="DIR", help="a folder of wheels pip looks in first")
+    parser.add_argument("--offline", action="store_true", help="do not ask PyPI: only --find-links / pip's config")
+
+
+def source_args(args) -> list[str]:
+    """pip's arguments for the parsed --find-links / --offline."""
+    return (["--find-links", str(args.find_links)] if args.find_links else []) + (
+        ["--no-index"] if args.offline else [])
 
 
 class WheelError(RuntimeError):
@@ -36,8 +55,11 @@ def fetch_wheels(requirements: Sequence[str], platforms: Sequence[str], python_v
     combos = [(version, platform) for version in python_versions for platform in platforms]
     with tempfile.TemporaryDirectory(prefix=".wheels-", dir=dest) as scratch, \
             ThreadPoolExecutor(max_workers=PARALLEL) as pool:
-        folders = list(pool.map(lambda c: _download(requirements, *c, Path(scratch) / f"{c[0]}-{c[1]}", pip_args),
-                                combos))
+        def download(combo: tuple[str, str]) -> Path:
+            folder = Path(scratch) / f"{combo[0]}-{combo[1]}"
+            _pip("download", requirements, *combo, ["--dest", str(folder), *pip_args])
+            return folder
+        folders = list(pool.map(download, combos))
         found: dict[str, Path] = {}
         for folder in folders:
             for wheel in sorted(folder.glob("*.whl")):
@@ -48,14 +70,28 @@ def fetch_wheels(requirements: Sequence[str], platforms: Sequence[str], python_v
     return sorted(found.values())
 
 
-def _download(requirements: Sequence[str], version: str, platform: str, folder: Path,
-              pip_args: Sequence[str]) -> Path:
+def install_wheels(requirements: Sequence[str], platform: str, python_version: str, target: str | Path, *,
+                   pip_args: Sequence[str] = ()) -> list[str]:
+    """`pip install --target`: `requirements` (and their dependencies) for one Python version and pip
+    platform tag, laid out in `target` as that Python imports them. Returns the wheels' file names.
+    Raises WheelError naming the Python/platform pip could not satisfy."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".pip-report-", dir=target.parent) as scratch:
+        report = Path(scratch) / "report.json"
+        _pip("install", requirements, python_version, platform,
+             ["--target", str(target), "--no-compile", "--report", str(report), *pip_args])
+        installed = json.loads(report.read_text())["install"]
+    return sorted(Path(unquote(urlparse(item["download_info"]["url"]).path)).name for item in installed)
+
+
+def _pip(command: str, requirements: Sequence[str], version: str, platform: str, extra: Sequence[str]) -> None:
     major, minor = version.split(".")[:2]
-    cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet", "--only-binary=:all:",
+    cmd = [sys.executable, "-m", "pip", command, "--disable-pip-version-check", "--quiet", "--only-binary=:all:",
            "--platform", platform, "--python-version", f"{major}.{minor}", "--implementation", "cp",
-           "--abi", f"cp{major}{minor}", "--dest", str(folder), *pip_args, *requirements]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+           "--abi", f"cp{major}{minor}", *extra, *requirements]
+    with _PIP_SLOTS:
+        out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         tail = "\n".join((out.stderr or out.stdout).strip().splitlines()[-6:])
         raise WheelError(f"no wheels of {' '.join(requirements)} for Python {major}.{minor} on {platform}:\n{tail}")
-    return folder

@@ -56,6 +56,23 @@ def shot_uuid(node) -> str:
     return current
 
 
+def shot_span(node, first: int, last: int) -> tuple[int, int]:
+    """The frame range the node's shot is opened with on the server (mam2_client.track.shot_span), kept
+    on the node: changing the tracked range inside it keeps the shot, its plates and finished alphas."""
+    knob = node.knob("shot_span")  # absent on a node saved before it existed
+    previous = None
+    if knob is not None:
+        try:
+            low, high = (int(v) for v in knob.value().split())
+            previous = (low, high)
+        except ValueError:  # empty (never tracked) or edited by hand
+            pass
+    span = core.shot_span(first, last, previous)
+    if knob is not None:
+        knob.setValue(f"{span[0]} {span[1]}")
+    return span
+
+
 def alpha_folder(node, shot: str) -> tuple[str, str, str]:
     """(folder to write into, the same as AlphaRead should spell it, warning)."""
     text = node["output_dir"].value().strip()

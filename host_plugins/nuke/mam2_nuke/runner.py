@@ -7,17 +7,27 @@ the main thread through nuke.executeInMainThreadWithResult (whose callee never r
 says what happened). Headless (`nuke -t`, nuke.GUI false) has no event loop: all runs inline.
 A node deleted or a script closed while a job runs is expected: the job's entry is always
 removed, and nothing is applied to a node that is gone.
+
+Closing the script (onScriptClose) cancels every run, on the server too. Nuke has no exit
+callback but finalises its Python (atexit): quitting waits up to QUIT_WAIT_S for the workers,
+then terminates the zmq context of each one still waiting on the server, which ends its blocking
+call, so that no thread holds a socket of a live context while the interpreter exits (that hangs
+an embedded Python's exit: Blender 4.5 does).
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 
 import nuke
+import zmq
+from mam2_client import Client, MAM2Error
 from mam2_client import track as core
 
 from . import graph, keys, plates
@@ -25,9 +35,54 @@ from .common import Refused, deleted, fail
 
 log = logging.getLogger(__name__)
 PLATE_INPUT = 0
+QUIT_WAIT_S = 3.0  # how long quitting waits for the workers' last replies before cutting their sockets
+CANCEL_WAIT_S = 1.0  # one try at telling the server to cancel (it may be dead)
 
-_jobs: dict[str, threading.Event] = {}  # shot uuid -> the running job's cancel event
-_hooked = []  # the onScriptClose callback, registered once
+
+@dataclass(eq=False)
+class Running:
+    """A job in flight: its cancel event, its own zmq context (so quitting can end its sockets), its thread."""
+
+    address: str
+    shot: str
+    scratch: str = ""  # its temp folder (rendered plates and masks), if any
+    cancel: threading.Event = field(default_factory=threading.Event, init=False)
+    told_server: bool = field(default=False, init=False)  # told the server to cancel (script closed, quit)
+    context: zmq.Context = field(default_factory=zmq.Context, init=False)
+    thread: threading.Thread | None = field(default=None, init=False)
+    _term_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def close(self) -> None:
+        """The worker, once its work is done: close any socket left over and end the context."""
+        with self._term_lock:
+            if not self.context.closed:
+                self.context.destroy(linger=0)
+
+    def end_io(self, wait: float) -> bool:
+        """Another thread (quitting): terminate the context, so that a blocking call of the worker
+        raises ETERM and it closes its sockets. True once they are closed, False after `wait` seconds
+        (a worker stuck elsewhere, e.g. waiting for the main thread)."""
+        def term() -> None:
+            with self._term_lock:
+                if not self.context.closed:
+                    self.context.term()
+        helper = threading.Thread(target=term, name=f"mam2-end-{self.shot}", daemon=True)
+        helper.start()
+        helper.join(wait)
+        return not helper.is_alive()
+
+
+_jobs: dict[str, Running] = {}  # shot uuid -> the running job
+helpers: set[Running] = set()  # other workers talking to a server (the Server tab's actions)
+_hooked = []  # the onScriptClose and atexit callbacks, registered once
+
+
+def hook() -> None:
+    """Register the script-close and quit callbacks (once, when the first worker starts)."""
+    if not _hooked:
+        nuke.addOnScriptClose(cancel_all)
+        atexit.register(quit_all)
+        _hooked.append(True)
 
 
 @dataclass
@@ -59,16 +114,15 @@ def start(node, *, set_key: bool) -> None:
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    event = threading.Event()
     node["status"].setValue(f"Tracking {job.first}-{job.last} on {job.address}...")
-    _jobs[key] = event
+    running = _jobs[key] = Running(job.address, job.shot, scratch)
     if not nuke.GUI:
-        _finish(node, job, _run(job, event, lambda message, percent: None, render), context)
+        _finish(node, job, _run(job, running, lambda message, percent: None, render), context)
         return
-    if not _hooked:
-        nuke.addOnScriptClose(cancel_all)
-        _hooked.append(True)
-    threading.Thread(target=_work, args=(node, job, event, render, context), name=f"mam2-{key}", daemon=True).start()
+    hook()
+    running.thread = threading.Thread(target=_work, args=(node, job, running, render, context), name=f"mam2-{key}",
+                                      daemon=True)
+    running.thread.start()
 
 
 def _build(node, key: str, set_key: bool, scratch: str, notes: list[str]):
@@ -82,7 +136,8 @@ def _build(node, key: str, set_key: bool, scratch: str, notes: list[str]):
     if not address:
         raise Refused("the server address is empty (e.g. tcp://127.0.0.1:5557)")
     space = graph.colorspace(node)
-    shot = core.shot_id("nuke", "", key, width, height, first, last, tag=space or "")
+    span = graph.shot_span(node, first, last)
+    shot = core.shot_id("nuke", "", key, width, height, *span, tag=space or "")
     node["shot"].setValue(shot)
     folder, read_folder, warning = graph.alpha_folder(node, shot)
     try:
@@ -99,7 +154,7 @@ def _build(node, key: str, set_key: bool, scratch: str, notes: list[str]):
     job = core.TrackJob(address=address, start_server=bool(node["start_server"].value()),
                         engine=node["engine"].value(), shot=shot, first=first, last=last, width=width, height=height,
                         plates=direct or {}, prompt=prompts[-1], output_pattern=os.path.join(folder, name),
-                        retrack=set_key, keyframes=prompts, colorspace=space,
+                        retrack=set_key, keyframes=prompts, colorspace=space, span=span,
                         refresh_plates=bool(node["resend_plates"].value()))
     context = Context(key, f"MAM2 {node.name()}", f"{read_folder}/{name}", fmt, scratch, notes)
     return job, context, render
@@ -149,28 +204,30 @@ def _plate_renderer(node, scratch: str):
     return render
 
 
-def _work(node, job: core.TrackJob, event: threading.Event, render, context: Context) -> None:
-    result = _track_with_progress(job, event, render, context.title)  # its progress bar is gone by now
+def _work(node, job: core.TrackJob, running: Running, render, context: Context) -> None:
+    result = _track_with_progress(job, running, render, context.title)  # its progress bar is gone by now
     nuke.executeInMainThread(_finish, args=(node, job, result, context))
 
 
-def _track_with_progress(job: core.TrackJob, event: threading.Event, render, title: str) -> core.JobResult:
+def _track_with_progress(job: core.TrackJob, running: Running, render, title: str) -> core.JobResult:
     task = nuke.ProgressTask(title)  # Nuke removes the bar when this object goes away
 
     def progress(message: str, percent: int) -> None:
         if task.isCancelled():
-            event.set()
+            running.cancel.set()
         task.setMessage(message)
         task.setProgress(percent)
-    return _run(job, event, progress, render)
+    return _run(job, running, progress, render)
 
 
-def _run(job: core.TrackJob, event: threading.Event, progress, render) -> core.JobResult:
+def _run(job: core.TrackJob, running: Running, progress, render) -> core.JobResult:
     try:
-        return core.run_job(job, event, progress, render)
+        return core.run_job(job, running.cancel, progress, render, context=running.context)
     except Exception as exc:  # a bug must still reach the artist, not die in a thread
         log.exception("mam2: job failed")
         return core.JobResult(error=f"internal error: {exc!r}")
+    finally:
+        running.close()
 
 
 def _finish(node, job: core.TrackJob, result: core.JobResult, context: Context) -> None:
@@ -200,11 +257,37 @@ def cancel(node) -> None:
     if running is None:
         node["status"].setValue("Nothing to cancel")
         return
-    running.set()
+    running.cancel.set()
     node["status"].setValue("Cancelling after the frame in progress...")
 
 
 def cancel_all() -> None:
-    """onScriptClose: running jobs stop after their frame in progress (their nodes are going away)."""
-    for event in list(_jobs.values()):
-        event.set()
+    """onScriptClose: every run stops after its frame in progress (its node is going away); the server
+    is told now, as the worker may not live to tell it (Nuke quitting)."""
+    running = [job for job in _jobs.values() if not job.told_server]
+    for job in running:
+        job.cancel.set()
+        job.told_server = True
+    for address, shot in sorted({(job.address, job.shot) for job in running}):
+        try:
+            with Client(address, timeout=CANCEL_WAIT_S, retries=1) as client:
+                client.cancel(shot=shot, wait=CANCEL_WAIT_S)
+        except (MAM2Error, zmq.ZMQError):
+            pass  # a dead server computes nothing
+
+
+def quit_all() -> None:
+    """atexit (Nuke quitting): cancel the runs, give the workers QUIT_WAIT_S for their last replies, then
+    cut the sockets of those still waiting and let them end."""
+    workers = [w for w in [*_jobs.values(), *helpers] if w.thread is not None]
+    if not workers:
+        return
+    cancel_all()
+    deadline = time.monotonic() + QUIT_WAIT_S
+    for worker in workers:
+        worker.thread.join(max(0.0, deadline - time.monotonic()))
+    for worker in workers:
+        if worker.thread.is_alive() and worker.end_io(wait=QUIT_WAIT_S):
+            worker.thread.join(QUIT_WAIT_S)
+        if worker.scratch:  # its _finish will not run
+            shutil.rmtree(worker.scratch, ignore_errors=True)

@@ -11,6 +11,7 @@ import threading
 import nuke
 from mam2_client import Client, MAM2Error, launcher
 
+from . import runner
 from .common import deleted
 
 ACTIONS = ("status", "restart", "stop")
@@ -23,21 +24,30 @@ def act(node, action: str) -> None:
     serve_args = ("--engine", engine) if engine != "default" else ()
     shot = node["shot"].value()
     node["server_info"].setValue(f"{action}: {address}...")
+    worker = runner.Running(address, "")  # its own zmq context: quitting Nuke can end its sockets
 
     def work() -> None:
-        text = describe(action, address, serve_args, shot)
+        try:
+            text = describe(action, address, serve_args, shot, worker.context)
+        finally:
+            worker.close()
+            runner.helpers.discard(worker)
         if nuke.GUI:
             nuke.executeInMainThread(_show, args=(node, text))
         else:
             _show(node, text)
     if nuke.GUI:
-        threading.Thread(target=work, name=f"mam2-server-{action}", daemon=True).start()
+        runner.hook()
+        runner.helpers.add(worker)
+        worker.thread = threading.Thread(target=work, name=f"mam2-server-{action}", daemon=True)
+        worker.thread.start()
     else:
         work()
 
 
-def describe(action: str, address: str, serve_args, shot: str) -> str:
-    """Do `action` and say what runs at `address` now; never raises."""
+def describe(action: str, address: str, serve_args, shot: str, context=None) -> str:
+    """Do `action` and say what runs at `address` now; never raises. context: the zmq context to use."""
+    sockets = {"context": context} if context is not None else {}
     try:
         if action == "stop":
             if not launcher.stop_server(address):
@@ -45,10 +55,10 @@ def describe(action: str, address: str, serve_args, shot: str) -> str:
                         "(stop it where it runs, e.g. Ctrl+C on `mam2 serve`)")
             return f"{address}: stopped the server this Nuke started"
         if action == "restart":
-            if launcher.started_server(address) is None and _answers(address):
+            if launcher.started_server(address) is None and _answers(address, sockets):
                 return f"{address}: not started by this Nuke, so not restarted here (restart it where it runs)"
-            launcher.restart_server(address, serve_args=serve_args).close()
-        with Client(address, timeout=2.0, retries=1) as client:
+            launcher.restart_server(address, serve_args=serve_args, **sockets).close()
+        with Client(address, timeout=2.0, retries=1, **sockets) as client:
             hello, status = client.hello(), client.status()
     except MAM2Error as exc:
         return f"{address}: {exc}"
@@ -63,15 +73,14 @@ def describe(action: str, address: str, serve_args, shot: str) -> str:
         return text + "; not tracked yet"
     if info is None:
         return text + "; this node's shot is not on the server (Track sends it)"
-    frames = info["last"] - info["first"] + 1
     keys = ", ".join(str(k) for k in info.get("keyframes", ())) or "none"
-    return (text + f"; shot: {info.get('received')}/{frames} frames received, keys {keys}"
+    return (text + f"; shot: {info.get('received')} frames received, keys {keys}"
             + (", tracking" if info.get("busy") else ""))
 
 
-def _answers(address: str) -> bool:
+def _answers(address: str, sockets: dict) -> bool:
     try:
-        with Client(address, timeout=1.0, retries=1) as client:
+        with Client(address, timeout=1.0, retries=1, **sockets) as client:
             client.hello()
         return True
     except MAM2Error:
