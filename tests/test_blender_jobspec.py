@@ -177,5 +177,5 @@ def test_keys_sync_with_the_server_masks_are_flipped_and_the_colour_space_goes_a
         result = core.run_job(fewer, threading.Event(), lambda text, percent: None)
         assert not result.error and sorted(result.computed) == [1004, 1005, 1006]
         with server.client() as client:
-            assert client.open_shot(job.shot, first=1001, last=1006, width=W, height=H,
+            assert client.open_shot(job.shot, first=job.span[0], last=job.span[1], width=W, height=H,
                                     colorspace="ACEScg")["keyframes"] == [1001]

@@ -162,7 +162,9 @@ def exr_size(path: str) -> tuple[int, int]:
 
 def shot_id(shot_uuid: str, width: int, height: int, first: int, last: int, colorspace: str | None) -> str:
     """The server's shot id: the scene's UUID (stable across Save As and renames) plus a digest of what
-    the server fixes per shot, so that another size, range or colour space is another shot."""
+    the server fixes per shot, so that another size, span or colour space is another shot. first..last
+    is the shot's span on the server (`track.shot_span`), not the tracked range: changing the tracked
+    range inside it keeps the shot, its plates and its finished alphas."""
     digest = hashlib.sha1(f"{width}x{height}|{first}-{last}|{colorspace}".encode()).hexdigest()[:8]
     return f"blender_{shot_uuid.replace('-', '')[:12]}_{digest}"
 
@@ -253,9 +255,10 @@ def build_job(values: PanelValues) -> core.TrackJob:
     if not address:
         raise Refused("the server address is empty (e.g. tcp://127.0.0.1:5557)")
     colorspace = ocio_name(values.colorspace)
-    shot = shot_id(values.shot_uuid, width, height, first, last, colorspace)
+    span = core.shot_span(first, last)
+    shot = shot_id(values.shot_uuid, width, height, *span, colorspace)
     folder = absolute(output_folder(values.output_dir, shot), values.blend_dir)
     return core.TrackJob(address=address, start_server=values.start_server, engine=values.engine, shot=shot,
                          first=first, last=last, width=width, height=height, plates=plates, prompt=keys[0],
                          output_pattern=os.path.join(folder, ALPHA_NAME), keyframes=keys, colorspace=colorspace,
-                         server_command=values.server_command)
+                         server_command=values.server_command, span=span)
