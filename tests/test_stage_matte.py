@@ -232,3 +232,17 @@ def test_clean_plate_alignment_keeps_the_feature_homography_when_ecc_fits_worse(
     assert np.allclose(est._refine(c, n, guess, None, None), guess)
     monkeypatch.setattr(cv2, "findTransformECCWithMask", lambda *args, **kw: (0.9, np.zeros((3, 3), np.float32)))
     assert np.allclose(est._refine(c, n, guess, None, None), guess)  # singular: refused, no exception
+
+
+def test_seethrough_regression_is_finite_and_silent_on_flat_and_textured_windows():
+    from mam2_server.stages.matte.seethrough import seethrough_alpha
+    rng = np.random.default_rng(3)
+    # near-flat (bright sky under sensor noise): float32 E[x^2] - E[x]^2 rounds below zero there
+    bg = (3.7 + rng.normal(0.0, 1e-5, (40, 60, 3))).astype(np.float32)
+    bg[:, 30:] = rng.uniform(0.0, 4.0, (40, 30, 3)).astype(np.float32)  # textured, scene-linear > 1
+    seen = 0.6 * bg + 0.4 * np.array([0.9, 0.2, 0.1], np.float32)  # a 40 % layer over it
+    with np.errstate(all="raise"):
+        alpha, conf = seethrough_alpha(seen, bg, sigma=2e-3)
+    assert np.isfinite(alpha).all() and np.isfinite(conf).all()
+    assert conf[:, :25].max() < 0.05  # a flat background says nothing
+    assert abs(float(np.median(alpha[5:-5, 36:-5])) - 0.4) < 0.1

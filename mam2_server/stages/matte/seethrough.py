@@ -23,12 +23,14 @@ def seethrough_alpha(lin: np.ndarray, bg: np.ndarray, sigma: float, r: int = 3) 
     clipped estimate is biased). Confidence grows with the window's background variance over the
     noise (a flat background says nothing).
     """
-    I = lin.astype(np.float32)
-    B = bg.astype(np.float32)
+    # moments in float64: in float32, E[x^2] - E[x]^2 of a bright near-flat window is mostly
+    # rounding (even below zero), which would read as background texture
+    I = lin.astype(np.float64)
+    B = bg.astype(np.float64)
     mI, mB = box_mean(I, r), box_mean(B, r)
     cov = (box_mean(I * B, r) - mI * mB).sum(axis=2)
-    var = (box_mean(B * B, r) - mB * mB).sum(axis=2)
-    var_i = (box_mean(I * I, r) - mI * mI).sum(axis=2)
+    var = np.maximum((box_mean(B * B, r) - mB * mB).sum(axis=2), 0.0)
+    var_i = np.maximum((box_mean(I * I, r) - mI * mI).sum(axis=2), 0.0)
     slope = cov / (var + 1e-8)
     samples = 3 * (2 * r + 1) ** 2
     stderr = np.sqrt(np.maximum(var_i - slope * cov, 0.0) / (samples * var + 1e-12))
