@@ -75,6 +75,50 @@ def test_video_seg_palette_and_youtube_vis(tmp_path):
         assert t0 != 2 and np.array_equal(raw.targets[0] > 0.5, L.ellipse_alpha(t0) > 0.5)  # COCO column-major RLE
 
 
+def test_video_seg_release_layouts_ytvis_2019_davis_splits_ytvos_all_frames(tmp_path):
+    # YouTube-VIS 2019: ytvis_2019/train.json beside train/ (2021 keeps train/instances.json inside it)
+    vis = L.write_youtube_vis(tmp_path / "ytvis_2019")
+    (vis / "train" / "instances.json").rename(vis / "train.json")
+    L._write(vis / "valid" / "JPEGImages" / "vidv" / "00000.jpg", L.photo(0, 1)[0])  # valid.json: not used
+    (vis / "valid.json").write_text(json.dumps({"videos": [], "annotations": []}))
+    for root in (vis, vis / "train"):
+        reader = open_dataset("video_seg", root)
+        assert reader.layout == "YouTube-VIS (JPEGImages + train.json)" and len(reader) == 1
+        assert reader.annotations == vis / "train.json" and _read(reader, 2).targets[0].any()
+
+    # DAVIS: train and val videos share JPEGImages/480p; ImageSets/<year>/train.txt has the split
+    davis = tmp_path / "DAVIS"
+    L.write_youtube_vos(tmp_path / "frames", videos=3)
+    names = sorted(p.name for p in (tmp_path / "frames" / "train" / "JPEGImages").iterdir())
+    for sub in ("JPEGImages", "Annotations"):
+        shutil.copytree(tmp_path / "frames" / "train" / sub, davis / sub / "480p")
+    for year, train, val in (("2016", names[:1], names[2:]), ("2017", names[:2], names[2:])):
+        (davis / "ImageSets" / year).mkdir(parents=True)
+        (davis / "ImageSets" / year / "train.txt").write_text("".join(n + "\n" for n in train))
+        (davis / "ImageSets" / year / "val.txt").write_text("".join(n + "\n" for n in val))
+    reader = open_dataset("video_seg", davis)
+    assert sorted(v[0][0].parent.name for v in reader.videos) == names[:2]  # 2017's train, val left out
+    (davis / "ImageSets" / "2017" / "train.txt").write_text("bmx-trees\n")
+    with pytest.raises(DatasetLayoutError, match=r"train.txt: video\(s\) bmx-trees have no annotations"):
+        open_dataset("video_seg", davis)
+
+    # YouTube-VOS: train_all_frames/JPEGImages (every frame, no Annotations) is left out, not an error
+    vos = L.write_youtube_vos(tmp_path / "YouTubeVOS")
+    shutil.copytree(vos / "train" / "JPEGImages", vos / "train_all_frames" / "JPEGImages")
+    reader = open_dataset("video_seg", vos)
+    assert len(reader) == 2 and all("train_all_frames" not in str(v[0][0]) for v in reader.videos)
+    with pytest.raises(DatasetLayoutError, match="frames without annotations.*holding train/"):
+        open_dataset("video_seg", vos / "train_all_frames")
+    shutil.copytree(vos / "train" / "JPEGImages", vos / "train_extra" / "JPEGImages")  # any other: still an error
+    with pytest.raises(DatasetLayoutError, match="train_extra/JPEGImages: next to it there is neither"):
+        open_dataset("video_seg", vos)
+
+
+def test_video_matting_vm108_three_levels_down(tmp_path):
+    L.write_vm108(tmp_path / "sets" / "matting" / "VideoMatting108")  # FG_done three levels below the root
+    assert open_dataset("video_matting", tmp_path / "sets").layout.startswith("VideoMatting108")
+
+
 def test_video_matting_videomatte_frames_videos_and_vm108(tmp_path):
     vm = open_dataset("video_matting", L.write_videomatte(tmp_path / "VM240K"))
     assert "fgr/<clip>/<frame>" in vm.layout and len(vm) == 2 and vm.needs_backgrounds

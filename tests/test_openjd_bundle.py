@@ -11,8 +11,8 @@ import pytest
 from mam2_server.cli import main
 
 OPENJD = Path(sys.executable).parent / "openjd"
-pytestmark = pytest.mark.skipif(not OPENJD.exists() and not shutil.which("openjd"),
-                                reason="needs openjd-cli (python3 install.py --dev)")
+needs_openjd = pytest.mark.skipif(not OPENJD.exists() and not shutil.which("openjd"),
+                                  reason="needs openjd-cli (python3 install.py --dev)")
 
 
 def openjd(*args: str) -> subprocess.CompletedProcess:
@@ -39,6 +39,7 @@ def write_manifest(folder: Path, clips: Path) -> Path:
 
 
 @pytest.mark.slow
+@needs_openjd
 def test_bundle_checks_and_runs_like_a_local_batch(clips, tmp_path, capsys):
     local = write_manifest(tmp_path / "local", clips)
     assert main(["batch", str(local), "--quiet"]) == 0
@@ -112,3 +113,42 @@ def test_a_task_gets_a_gpu_by_default_when_its_engine_runs_a_network(clips, tmp_
         template = json.loads(write_bundle(loaded, loaded.shots, tmp_path / case).read_text())
         amounts = template["steps"][0]["hostRequirements"]["amounts"]
         assert ({"name": "amount.worker.gpu", "min": 1} in amounts) is gpu, case
+
+
+def _task_args(bundle: Path) -> list[str]:
+    return json.loads((bundle / "template.json").read_text())["steps"][0]["script"]["actions"]["onRun"]["args"]
+
+
+def test_tasks_repeat_the_command_lines_overrides(clips, tmp_path, monkeypatch):
+    """--engine / --checkpoint / --device / --no-resume planned the bundle: every task runs with them."""
+    manifest = write_manifest(tmp_path, clips)
+    data = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({"shots": data["shots"]}))  # no defaults: the command line's engine applies
+    monkeypatch.chdir(tmp_path)
+    assert main(["batch", str(manifest), "--openjd", str(tmp_path / "plain")]) == 0
+    plain = _task_args(tmp_path / "plain")
+    assert not {"--engine", "--checkpoint", "--device", "--no-resume"} & set(plain)
+    assert main(["batch", str(manifest), "--openjd", str(tmp_path / "b"), "--engine", "classic", "--device", "cpu",
+                 "--checkpoint", "weights/mam2.safetensors", "--no-resume"]) == 0
+    args = _task_args(tmp_path / "b")
+    assert args[:len(plain)] == plain and args[len(plain):] == [
+        "--engine", "classic", "--checkpoint", str(tmp_path / "weights" / "mam2.safetensors"),  # absolute
+        "--device", "cpu", "--no-resume"]
+    if OPENJD.exists() or shutil.which("openjd"):
+        check = openjd("check", str(tmp_path / "b" / "template.json"))
+        assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_more_tasks_than_a_step_holds_are_refused(clips, tmp_path, capsys, monkeypatch):
+    from mam2_server.batch import load_manifest
+    from mam2_server.batch.openjd import MAX_TASKS, OpenJDError, job_template
+
+    manifest = load_manifest(write_manifest(tmp_path, clips))
+    units = [("sh10", str(1001 + i)) for i in range(MAX_TASKS + 1)]
+    assert MAX_TASKS == 1024 and len(job_template(manifest, units[:MAX_TASKS])["steps"]) == 1
+    with pytest.raises(OpenJDError, match=r"1025 tasks: an Open Job Description step holds at most 1024"):
+        job_template(manifest, units)
+    monkeypatch.setattr("mam2_server.batch.openjd.MAX_TASKS", 2)  # the CLI: exit 2, nothing written
+    assert main(["batch", str(manifest.path), "--openjd", str(tmp_path / "big"), "--chunk-frames", "2"]) == 2
+    assert "3 tasks: an Open Job Description step holds at most 2" in capsys.readouterr().err
+    assert not (tmp_path / "big").exists()

@@ -5,8 +5,11 @@ and other schedulers run. The bundle is a folder a farm submits as it is:
 
 * ``template.json``: one step, ``Matte``, with one task per shot (or per chunk of a shot,
   split where the engine allows it, `batch.units`); a task runs
-  ``mam2 batch MANIFEST --only SHOT --frames FRAMES``, so it resumes, records and fails like
-  any batch, and a retried task writes only the frames still missing;
+  ``mam2 batch MANIFEST --only SHOT --frames FRAMES`` (plus the ``--engine``, ``--checkpoint``,
+  ``--device`` and ``--no-resume`` the bundle was written with), so it resumes, records and fails
+  like any batch, and a retried task writes only the frames still missing; OpenJD allows at most
+  1024 tasks a step (`MAX_TASKS`): a larger batch is refused (larger ``--chunk-frames``, or one
+  bundle per ``--chunk I/N``);
 * a job environment that puts the venv holding mam2 first on PATH (and fails the session
   early when mam2 is not there);
 * ``parameter_values.json``: the job parameters' values (the manifest, the venv, the log folder).
@@ -17,6 +20,7 @@ workers mount at the same paths (docs/farm.md).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -29,6 +33,8 @@ SPEC = "jobtemplate-2023-09"
 STEP = "Matte"
 # mam2 batch stops after the frame being written on SIGINT/SIGTERM; give it that long before SIGKILL.
 CANCEL_NOTIFY_S = 120
+# jobtemplate-2023-09: a task parameter's list range holds at most 1024 values, so a step at most 1024 tasks
+MAX_TASKS = 1024
 
 
 class OpenJDError(ValueError):
@@ -52,8 +58,28 @@ def task_units(shots: Sequence[Shot], *, chunk_frames: int = 0) -> list[tuple[st
     return units
 
 
+def task_options(*, engine: str | None = None, checkpoint: str | None = None, device: str | None = None,
+                 resume: bool = True) -> list[str]:
+    """The `mam2 batch` options a task repeats so it plans its shot as the bundle did (absolute checkpoint)."""
+    args = []
+    if engine:
+        args += ["--engine", engine]
+    if checkpoint:
+        args += ["--checkpoint", os.path.abspath(os.path.expanduser(checkpoint))]
+    if device:
+        args += ["--device", device]
+    if not resume:
+        args.append("--no-resume")
+    return args
+
+
 def job_template(manifest: Manifest, units: Sequence[tuple[str, str]], *, cpus: float = 1,
-                 gpus: float = 0, name: str | None = None) -> dict:
+                 gpus: float = 0, name: str | None = None, options: Sequence[str] = ()) -> dict:
+    """options: more `mam2 batch` arguments for every task (`task_options`)."""
+    if len(units) > MAX_TASKS:
+        raise OpenJDError(f"{len(units)} tasks: an Open Job Description step holds at most {MAX_TASKS} (its task "
+                          "parameters' ranges are limited to that many values); use a larger --chunk-frames, or "
+                          "write one bundle per part of the manifest with --chunk I/N")
     amounts = [{"name": "amount.worker.vcpu", "min": max(1, round(cpus))}]
     if gpus > 0:
         amounts.append({"name": "amount.worker.gpu", "min": max(1, round(gpus))})
@@ -95,7 +121,8 @@ def job_template(manifest: Manifest, units: Sequence[tuple[str, str]], *, cpus: 
                 "command": "mam2",
                 "args": ["batch", "{{Param.Manifest}}", "--only", "{{Task.Param.Shot}}",
                          "--frames", "{{Task.Param.Frames}}", "--quiet",
-                         "--jobs-log", "{{Param.LogDir}}/{{Task.Param.Shot}}.{{Task.Param.Frames}}.jsonl"],
+                         "--jobs-log", "{{Param.LogDir}}/{{Task.Param.Shot}}.{{Task.Param.Frames}}.jsonl",
+                         *options],
                 "cancelation": {"mode": "NOTIFY_THEN_TERMINATE", "notifyPeriodInSeconds": CANCEL_NOTIFY_S},
             }}},
         }],
@@ -104,11 +131,12 @@ def job_template(manifest: Manifest, units: Sequence[tuple[str, str]], *, cpus: 
 
 def write_bundle(manifest: Manifest, shots: Sequence[Shot], folder: str | Path, *, chunk_frames: int = 0,
                  cpus: float = 1, gpus: float | None = None, venv: str | Path | None = None,
-                 log_dir: str | Path | None = None) -> Path:
+                 log_dir: str | Path | None = None, options: Sequence[str] = ()) -> Path:
     """Write the job bundle for `shots` of `manifest` into `folder`; returns the template's path.
 
     gpus None: 1 per task when a shot uses a network engine on no pinned CPU, else 0.
     venv: default this interpreter's environment; log_dir: default `folder`/logs.
+    options: the command line's overrides the manifest was loaded with (`task_options`), for every task.
     """
     folder = Path(folder)
     ours = {"template.json", "parameter_values.json", "logs"}
@@ -120,7 +148,7 @@ def write_bundle(manifest: Manifest, shots: Sequence[Shot], folder: str | Path, 
         raise OpenJDError("no shots to put in the job")
     if gpus is None:
         gpus = 1 if any(engine_wants_gpu(s.engine) for s in shots) else 0
-    template = job_template(manifest, units, cpus=cpus, gpus=gpus)
+    template = job_template(manifest, units, cpus=cpus, gpus=gpus, options=options)
     values = {"parameterValues": [
         {"name": "Manifest", "value": str(manifest.path.resolve())},
         {"name": "Venv", "value": str(Path(venv or sys.prefix).resolve())},

@@ -98,8 +98,10 @@ def run(args: argparse.Namespace) -> int:
     if args.openjd and args.frames:
         raise CLIError("--frames: a job bundle has every frame of its shots; its tasks use --frames themselves")
     if args.openjd:
+        options = openjd.task_options(engine=args.engine, checkpoint=args.checkpoint, device=args.device,
+                                      resume=args.resume)  # each task loads the manifest as it was here
         template = openjd.write_bundle(manifest, shots, args.openjd, chunk_frames=args.chunk_frames,
-                                       cpus=args.cpus_per_shot, gpus=args.gpus_per_shot)
+                                       cpus=args.cpus_per_shot, gpus=args.gpus_per_shot, options=options)
         print(f"mam2 batch: wrote the job bundle {template.parent} ({template.name}, parameter_values.json); "
               f"check it with `openjd check {template}`")
         return 0

@@ -81,12 +81,22 @@ def _check(args: argparse.Namespace) -> None:
         raise CLIError("--steps and --accum must be at least 1; --save-every, --workers, --warmup at least 0")
     if args.resume and (args.init or args.config):
         raise CLIError("--resume continues a run with its own weights and config: drop --init / --config")
+    if args.resume and args.init_matter:
+        raise CLIError("--resume continues a run with its own weights, the matter's included (--init-matter would "
+                       "replace the trained matter with the DINO weights under the resumed AdamW state): drop "
+                       "--init-matter")
     for flag in ("resume", "init", "init_matter"):
         path = getattr(args, flag)
         if path and not Path(path).expanduser().is_file():
             raise CLIError(f"--{flag.replace('_', '-')}: file not found: {path}")
     if args.backgrounds and not Path(args.backgrounds).expanduser().is_dir():
         raise CLIError(f"--backgrounds: not a folder: {args.backgrounds}")
+
+
+def _recorded_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The settings a checkpoint records (`state.SETTING_KEYS`) and a resume compares."""
+    lr = args.lr if args.lr is not None else STAGE_LR[args.stage]
+    return {"accum": args.accum, "lr": float(lr), "warmup": args.warmup, "schedule": args.schedule}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,11 +126,15 @@ def run(args: argparse.Namespace) -> int:
             if state.world_size != dist.world_size:
                 say(f"mam2 train: the run had {state.world_size} process(es), this one {dist.world_size}: the "
                     "data stream from here on differs from an uninterrupted run")
+            changed = state.changed_settings(_recorded_settings(args))
+            if changed:
+                say(f"mam2 train: the run had other settings ({', '.join(changed)}): the data stream (--accum) or "
+                    "the learning rate from here on differs from an uninterrupted run")
             origin = f"{args.resume} (step {start})"
         else:
             model, origin = init_model(args.init, args.config, device=dist.device, seed=args.seed)
-        if args.init_matter:
-            origin += "; " + init_matter_from_dino(model, args.init_matter)
+            if args.init_matter:
+                origin += "; " + init_matter_from_dino(model, args.init_matter)
         if start >= args.steps:
             raise CLIError(f"--resume is at step {start}; --steps {args.steps} leaves nothing to do")
         if args.activation_checkpointing:
@@ -130,8 +144,8 @@ def run(args: argparse.Namespace) -> int:
             f"{dist.world_size} process(es) on {dist.device.type}")
         for line in data.describe():
             say(f"  {line}")
-        settings = TrainSettings(stage=args.stage, steps=args.steps,
-                                 lr=args.lr if args.lr is not None else STAGE_LR[args.stage],
+        recorded = _recorded_settings(args)
+        settings = TrainSettings(stage=args.stage, steps=args.steps, lr=recorded["lr"],
                                  weight_decay=args.weight_decay, warmup_steps=args.warmup, schedule=args.schedule,
                                  accum_steps=args.accum, save_every=args.save_every, seed=args.seed,
                                  precision=args.precision, workers=args.workers)

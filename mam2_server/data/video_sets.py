@@ -5,10 +5,13 @@ Layouts (checked in each dataset's official repository or README; docs/training.
 
 * video_seg, palette masks: ``JPEGImages/<video>/<frame>.jpg`` + ``Annotations/<video>/<frame>.png``,
   each PNG a palette image whose pixel values are object ids (0 = background). YouTube-VOS and
-  MOSE (``train/``), DAVIS (``JPEGImages/480p/<video>``). Only frames that have an annotation
-  are used (YouTube-VOS annotates every 5th frame).
-* video_seg, YouTube-VIS: ``JPEGImages/<video>/<frame>.jpg`` + ``instances.json`` (2021) or
-  ``train.json`` (2019): COCO-style ``videos`` (``file_names``) and ``annotations`` with one RLE
+  MOSE (``train/``), DAVIS (``JPEGImages/480p/<video>``, its training videos listed in
+  ``ImageSets/<year>/train.txt``: the newest year's is used). Only frames that have an annotation
+  are used (YouTube-VOS annotates every 5th frame; its ``train_all_frames/`` has no annotations
+  and is left out).
+* video_seg, YouTube-VIS: ``JPEGImages/<video>/<frame>.jpg`` + ``instances.json`` beside it (2021:
+  ``train/instances.json``) or ``<split>.json`` beside the split (2019: ``train.json`` next to
+  ``train/JPEGImages``): COCO-style ``videos`` (``file_names``) and ``annotations`` with one RLE
   segmentation (or null) per frame, decoded with pycocotools (the ``train`` extra).
 * video_matting, VideoMatte240K: ``fgr/<clip>/<frame>.jpg`` + ``pha/<clip>/<frame>.jpg`` (the
   JPEG_SD / JPEG_HD releases, under ``train/``) or the original ``fgr/<clip>.mp4`` + ``pha/<clip>.mp4``;
@@ -21,6 +24,7 @@ A sample is one object through `num_frames` frames picked with a random start an
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -40,6 +44,8 @@ from mam2_server.data.files import (
     seen_dirs,
 )
 from mam2_server.data.image_sets import train_splits
+
+log = logging.getLogger(__name__)
 
 __all__ = ["PaletteVideoSegReader", "YouTubeVISReader", "VideoMatteReader", "VM108Reader", "open_video_seg",
            "open_video_matting"]
@@ -100,6 +106,7 @@ class YouTubeVISReader:
 
     def __init__(self, root: Path, images: Path, annotations: Path) -> None:
         self.root, self.images, self.annotations = root, images, annotations
+        self.layout = f"YouTube-VIS (JPEGImages + {annotations.name})"
         _coco_mask(annotations)  # fail when the data is opened, not steps into a run
         try:
             data = json.loads(annotations.read_text(encoding="utf-8"))
@@ -151,19 +158,29 @@ def open_video_seg(root: str | Path):
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetLayoutError(f"video_seg {root}: not a folder")
-    readers = []
+    readers, frames_only = [], []
     for jpeg in train_splits(find_dirs(root, ["JPEGImages"], depth=3), root):
         ann = next((p for p in jpeg.parent.iterdir() if p.is_dir() and p.name == "Annotations"), None)
         if ann is not None:
             readers.append(_palette_reader(root, jpeg, ann))
             continue
-        for name in ("instances.json", "train.json"):
-            if (jpeg.parent / name).is_file():
-                readers.append(YouTubeVISReader(root, jpeg, jpeg.parent / name))
+        split = jpeg.parent
+        for candidate in (split / "instances.json", split / "train.json", split.parent / f"{split.name}.json"):
+            if candidate.is_file():
+                readers.append(YouTubeVISReader(root, jpeg, candidate))
                 break
         else:
+            if split.name.lower().endswith("_all_frames"):  # YouTube-VOS: every frame, annotations are in train/
+                log.info("%s: frames without annotations (YouTube-VOS %s), left out", jpeg, split.name)
+                frames_only.append(jpeg)
+                continue
             raise DatasetLayoutError(f"{jpeg}: next to it there is neither Annotations/ (YouTube-VOS / MOSE palette "
-                                     "PNGs) nor instances.json / train.json (YouTube-VIS)")
+                                     f"PNGs) nor instances.json / train.json (YouTube-VIS), and no {split.name}.json "
+                                     f"next to {split.name}/ (YouTube-VIS 2019)")
+    if not readers and frames_only:
+        raise DatasetLayoutError(f"video_seg {root}: only {', '.join(map(str, frames_only))}, frames without "
+                                 "annotations (YouTube-VOS *_all_frames); give the folder holding train/ "
+                                 "(JPEGImages + Annotations)")
     if not readers:
         raise DatasetLayoutError(
             f"video_seg {root}: no JPEGImages/ folder at or up to 3 levels below it; expected "
@@ -183,6 +200,14 @@ def _palette_reader(root: Path, jpeg: Path, ann: Path) -> PaletteVideoSegReader:
     frames_by_video, masks_by_video = video_dirs(jpeg), video_dirs(ann)
     if not masks_by_video:
         raise DatasetLayoutError(f"{ann}: no <video> folders of annotation PNGs")
+    lists = sorted(jpeg.parent.glob("ImageSets/*/train.txt"))  # DAVIS: train and val share JPEGImages/480p
+    if lists:
+        names = [v.strip() for v in lists[-1].read_text(encoding="utf-8").splitlines() if v.strip()]
+        missing = [n for n in names if n not in masks_by_video]
+        if missing:
+            raise DatasetLayoutError(f"{lists[-1]}: video(s) {', '.join(missing[:5])} have no annotations in {ann}")
+        log.info("%s: the training videos of %s (%d of %d)", root, lists[-1], len(names), len(masks_by_video))
+        masks_by_video = {n: masks_by_video[n] for n in names}
     videos = []
     for name, mask_dir in masks_by_video.items():
         if name not in frames_by_video:
@@ -305,7 +330,7 @@ def open_video_matting(root: str | Path):
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetLayoutError(f"video_matting {root}: not a folder")
-    readers = [VM108Reader(root, d.parent) for d in find_dirs(root, ["FG_done"], depth=2)
+    readers = [VM108Reader(root, d.parent) for d in find_dirs(root, ["FG_done"], depth=3)
                if (d.parent / "frame_corr.json").is_file()]
     splits = train_splits([d.parent for d in find_dirs(root, ["fgr"], depth=3)], root)
     readers += [_videomatte(root, s) for s in splits]

@@ -46,10 +46,18 @@ class TrainSample:
     trimap: torch.Tensor | None  # [T, S, S] classes 0 bg / 1 unknown / 2 fg; None for VOS / IS
     box: torch.Tensor  # [4] x0, y0, x1, y1 of the first frame's object in model pixels (0..S)
 
-    def to(self, device: torch.device | str) -> TrainSample:
-        move = (lambda t: None if t is None else t.to(device))
+    def _map(self, fn) -> TrainSample:
+        move = (lambda t: None if t is None else fn(t))
         return TrainSample(self.kind, move(self.images), move(self.mask), move(self.alpha), move(self.trimap),
                            move(self.box))
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> TrainSample:
+        """On `device`; non_blocking: asynchronous copies from pinned memory (`pin_memory`), else as `Tensor.to`."""
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> TrainSample:
+        """In page-locked memory (CUDA only); a DataLoader with pin_memory=True calls it in its pinning thread."""
+        return self._map(lambda t: t.pin_memory())
 
 
 def box_from_mask(mask: torch.Tensor, rng: np.random.Generator, size: int, jitter: float = 0.02) -> torch.Tensor:

@@ -10,7 +10,8 @@ seeded per (seed, step, rank), so a resumed run continues bit for bit (same worl
 
 Rank 0 writes the checkpoints (atomic, `state`) and the CSV log (`log`); every checkpoint
 (each `save_every` steps and the last step) also becomes ``stageN_last``. At every checkpoint
-the ranks' weight digests are compared, and a mismatch stops the run.
+the ranks' weight digests are compared, and a mismatch stops the run; so does a save that fails
+on rank 0 (every rank learns it and raises, none waits for it).
 """
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def lr_factor(s: TrainSettings, step: int) -> float:
 class TrainRun:
     """What `train` did."""
 
-    losses: list[float] = field(default_factory=list)  # per step, mean over ranks
+    losses: list[float] = field(default_factory=list)  # per step run here: mean of every rank's micro-batch losses
     checkpoints: list[Path] = field(default_factory=list)
     first_step: int = 0
     last_step: int = 0
@@ -113,6 +114,7 @@ def _peak_mem_mib(device: torch.device) -> float:
 def _batches(data: MixedData, dist: DistContext, first: int, last: int, workers: int):
     if workers <= 0:
         return (data.batch(i, dist.rank) for i in range(first, last))
+    # pin_memory: the loader's thread calls TrainSample.pin_memory, so the copies to the GPU can be asynchronous
     loader = torch.utils.data.DataLoader(StepBatches(data, dist.rank), batch_size=None, sampler=range(first, last),
                                          num_workers=workers, collate_fn=_keep, prefetch_factor=2,
                                          pin_memory=dist.device.type == "cuda")
@@ -157,7 +159,7 @@ def train(model: MAM2Model, data: MixedData, settings: TrainSettings, out_dir: s
                 torch.manual_seed((s.seed * 1_000_003 + step * s.accum_steps + micro) * 1009 + dist.rank)
                 t_data = time.perf_counter()
                 kind, batch = next(batches)
-                batch = [b.to(dist.device) for b in batch]
+                batch = [b.to(dist.device, non_blocking=True) for b in batch]
                 data_s += time.perf_counter() - t_data
                 sync = net.no_sync() if dist.distributed and micro < s.accum_steps - 1 else contextlib.nullcontext()
                 with sync:
@@ -196,12 +198,22 @@ def _checkpoint(model, optimizer, path: Path, s: TrainSettings, dist: DistContex
     if len(set(digests)) != 1:
         raise RuntimeError(f"step {run.last_step}: the ranks' weights differ (digests {digests}); "
                            "not writing a checkpoint from diverged replicas")
+    error = None
     if dist.is_main:
-        run.checkpoints.append(save_training_checkpoint(model, optimizer, path, stage=s.stage, step=run.last_step,
-                                                        seed=s.seed, world_size=dist.world_size))
-        copy_checkpoint(path, last_path(path.parent, s.stage))  # after a crash, --resume _last continues from here
-        log.event({"event": "checkpoint", "step": run.last_step, "path": str(path), "rank_digests": digests})
-    dist.barrier()
+        try:
+            run.checkpoints.append(save_training_checkpoint(
+                model, optimizer, path, stage=s.stage, step=run.last_step, seed=s.seed, world_size=dist.world_size,
+                settings={"accum": s.accum_steps, "lr": s.lr, "warmup": s.warmup_steps, "schedule": s.schedule}))
+            copy_checkpoint(path, last_path(path.parent, s.stage))  # after a crash, --resume _last continues here
+            log.event({"event": "checkpoint", "step": run.last_step, "path": str(path), "rank_digests": digests})
+        except Exception as exc:  # every rank must hear of it: the others would wait for rank 0 forever
+            error = exc
+    saved = dist.all_gather(error is None)  # also the barrier: no rank runs on before rank 0 has saved
+    if error is not None:
+        raise error
+    if not all(saved):
+        raise RuntimeError(f"step {run.last_step}: rank 0 failed to write the checkpoint {path.name} (its error is "
+                           "in rank 0's output); stopping this rank too")
 
 
 def _row(s: TrainSettings, step: int, lr: float, records, grad_norm: float, seconds: float, data_s: float,

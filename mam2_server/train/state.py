@@ -1,9 +1,10 @@
 """Training checkpoints: written whole or not at all, resumable with the same data stream.
 
 A checkpoint is a MAM2 safetensors file (`save_mam2`: loadable by ``mam2 matte --engine mam2
---checkpoint``) whose metadata also records the stage, step, seed and world size, plus
-``<name>.optim.pt`` beside it with the AdamW state and the same step. Each file is written to a
-temporary name and renamed into place; a resume checks that the two belong together.
+--checkpoint``) whose metadata also records the stage, step, seed and world size, and the
+settings that shape the data stream and the schedule (`SETTING_KEYS`: a resume says when they
+differ), plus ``<name>.optim.pt`` beside it with the AdamW state and the same step. Each file is
+written to a temporary name and renamed into place; a resume checks that the two belong together.
 
 The weights' metadata names their optimizer file (``train_optimizer``) and a random id the
 optimizer file also holds (``train_pair``), so ``stageN_last`` is one file: a copy of the latest
@@ -27,11 +28,14 @@ from mam2_server.io.atomic import atomic_path
 from mam2_server.model.build import MAM2Model
 from mam2_server.model.checkpoint import CheckpointError, load_mam2, save_mam2
 
-__all__ = ["ResumeState", "optim_path", "optimizer_file", "save_training_checkpoint", "copy_checkpoint",
-           "load_training_checkpoint", "resume_state"]
+__all__ = ["ResumeState", "SETTING_KEYS", "optim_path", "optimizer_file", "save_training_checkpoint",
+           "copy_checkpoint", "load_training_checkpoint", "resume_state"]
 
 OPTIMIZER_KEY = "train_optimizer"  # metadata: the optimizer file's name, beside the weights ("" = none)
 PAIR_KEY = "train_pair"  # metadata: the id the optimizer file holds too
+# metadata of the run's settings that a resume should keep: --accum sets the data stream's micro-steps,
+# --lr / --warmup / --schedule the learning rate of every step
+SETTING_KEYS = {"accum": "train_accum", "lr": "train_lr", "warmup": "train_warmup", "schedule": "train_schedule"}
 
 
 def optim_path(path: Path) -> Path:
@@ -52,15 +56,18 @@ def optimizer_file(path: str | Path, meta: dict[str, str]) -> Path | None:
 
 
 def save_training_checkpoint(model: MAM2Model, optimizer: torch.optim.Optimizer | None, path: str | Path, *,
-                             stage: int, step: int, seed: int, world_size: int = 1) -> Path:
+                             stage: int, step: int, seed: int, world_size: int = 1,
+                             settings: dict[str, object] | None = None) -> Path:
     """The optimizer state (if any), then the weights (+ metadata naming it) of `step`, each renamed into place
-    when complete."""
+    when complete. `settings`: the run's values of `SETTING_KEYS` (accum, lr, warmup, schedule)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     optim, pair = optim_path(path), secrets.token_hex(8)
     meta = {"train_stage": str(stage), "train_step": str(step), "train_seed": str(seed),
             "train_world_size": str(world_size), OPTIMIZER_KEY: optim.name if optimizer is not None else "",
             PAIR_KEY: pair}
+    for name, value in (settings or {}).items():
+        meta[SETTING_KEYS[name]] = repr(value) if isinstance(value, float) else str(value)
     if optimizer is None:
         optim.unlink(missing_ok=True)  # never leave an older run's optimizer beside these weights
     else:
@@ -113,6 +120,19 @@ class ResumeState:
     optimizer: dict | None
     seed: int
     world_size: int
+    settings: dict[str, str]  # the run's SETTING_KEYS values as saved (absent in older checkpoints)
+
+    def changed_settings(self, current: dict[str, object]) -> list[str]:
+        """'--name saved -> current' for each of `current`'s settings the checkpoint recorded differently."""
+        changed = []
+        for name, value in current.items():
+            saved = self.settings.get(name)
+            if saved is None:
+                continue
+            same = float(saved) == float(value) if isinstance(value, (int, float)) else saved == str(value)
+            if not same:
+                changed.append(f"--{name} {saved} -> {value}")
+        return changed
 
 
 def resume_state(path: str | Path, stage: int, *, device: str | torch.device = "cpu") -> ResumeState:
@@ -130,4 +150,5 @@ def resume_state(path: str | Path, stage: int, *, device: str | torch.device = "
         raise CheckpointError(f"{path}: {what}; resume needs the weights and the optimizer state "
                               "(use --init to start a new run from these weights)")
     return ResumeState(model, int(meta["train_step"]), optim, int(meta.get("train_seed", 0)),
-                       int(meta.get("train_world_size", 1)))
+                       int(meta.get("train_world_size", 1)),
+                       {name: meta[key] for name, key in SETTING_KEYS.items() if key in meta})
