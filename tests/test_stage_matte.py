@@ -91,7 +91,8 @@ def test_clean_plate_recovers_background_behind_a_moving_object_with_a_panning_c
     est = CleanPlateEstimator(src, (H, W), max_neighbours=5)
     t = 3
     obj = cv2.dilate((alphas[t - 1] > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    plate = est.estimate(t, src.linear(t), obj, velocity=(11.0, 0.0))
+    # 11 px a frame on screen, the background 4 px the other way: 15 px a frame against the background
+    plate = est.estimate(t, src.linear(t), obj, velocity=(15.0, 0.0))
     assert plate is not None
     inside = (alphas[t - 1] > 0.99) & (plate.valid >= 1)
     assert inside.sum() > 50
@@ -129,7 +130,8 @@ def test_evidence_matter_uses_the_revealed_background_for_a_see_through_object()
         alphas.append(a)
     src = ArraySource(frames, first_frame=1)
     masks = [a > 0.02 for a in alphas]
-    with_evidence, _ = _matte(src, masks, [1, 2, 3, 4], background_flow=(3.0, 0.0))
+    with_evidence, m = _matte(src, masks, [1, 2, 3, 4], background_flow=(3.0, 0.0))
+    assert m._seethrough  # and the pass's log line says so
     without, _ = _matte(src, masks, [1, 2, 3, 4], background_flow=(3.0, 0.0), evidence_weight=0.0)
     assert np.abs(with_evidence - alphas[3]).mean() < 0.5 * np.abs(without - alphas[3]).mean()
 
@@ -172,9 +174,13 @@ def test_an_opaque_object_stays_opaque_still_slow_or_fast():
     # and the evidence says "opaque"
     for step in (0.0, 0.3, 6.0):
         src, alphas = _textured_clip(step)
-        out, _ = _matte(src, [a > 0.5 for a in alphas], [1, 2, 3, 4])
+        out, m = _matte(src, [a > 0.5 for a in alphas], [1, 2, 3, 4])
         inside = alphas[3] > 0.99
         assert out[inside].mean() > 0.97, step
+        if step == 6.0:  # the fast one: the revealed background was there, and said "opaque"
+            assert m._revealed and not m._seethrough, (m._revealed, m._seethrough)
+        if step == 0.0:
+            assert not m._revealed
 
 
 def test_an_opaque_object_in_its_backgrounds_colours_is_never_erased():
@@ -185,9 +191,10 @@ def test_an_opaque_object_in_its_backgrounds_colours_is_never_erased():
     for step, n in ((0.0, 1), (2.0, 6)):
         src, alphas = _textured_clip(step, n=n, fg_colours=(tuple(lo), tuple(hi)), bg=bg)
         frames = list(src.frames)[:4]
-        out, _ = _matte(src, [a > 0.5 for a in alphas], frames)
+        out, m = _matte(src, [a > 0.5 for a in alphas], frames)
         inside = alphas[frames[-1] - 1] > 0.99
         assert out[inside].mean() > 0.95, (step, out[inside].mean())
+        assert bool(m._revealed) == (n > 1)  # the moving shot had evidence, and it did not erase
 
 
 def _shifted_pair(h, w, shift, obj_box=None, obj_shift=0):

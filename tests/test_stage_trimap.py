@@ -84,3 +84,24 @@ def test_the_inside_of_the_mask_is_sure_foreground_whatever_its_colour():
     t.begin_pass(None, Pass(1, FORWARD, (1,)), {1: Prompt(frame=1, box=(1, 1, 5, 5))})
     tri = t.process(images(), Segmentation(bar, {"colour_prob": np.where(bar > 0, 0.5, 0.0).astype(np.float32)}))
     assert (tri[32, 15:80] == 1.0).all()
+
+
+def test_a_thin_part_keeps_its_core_on_frames_larger_than_the_proxy():
+    # the thickness is measured at proxy size and scaled up: a 12 px bar on a 1200 px frame
+    # (2.4x the 480 px proxy) still has sure foreground along its middle
+    w, h = 1200, 600
+    bar = np.zeros((h, w), np.float32)
+    bar[294:306, 100:1100] = 1.0
+    disc = np.zeros((h, w), np.float32)
+    yy, xx = np.mgrid[:h, :w]
+    disc[np.hypot(xx - 600, yy - 150) < 100] = 1.0
+    mask = np.maximum(bar, disc)
+    d = np.full((h, w, 3), 0.5, np.float32)
+    t = AdaptiveTrimapper()
+    t.begin_pass(None, Pass(1, FORWARD, (1,)), {1: Prompt(frame=1, box=(1, 1, 5, 5))})
+    tri = t.process(FrameImages(1, d, d), Segmentation(mask, {"colour_prob": np.where(mask > 0, 0.5, 0.0).astype(np.float32)}))
+    assert (tri[299:301, 200:1000] == 1.0).all()  # the bar's core
+    # its edges are unknown, inside too: the cap is 3/4 of the half-thickness (about 4 full-size
+    # pixels here), not 3/4 of it counted in proxy pixels (1.5)
+    assert (tri[292, 200:1000] == 0.5).all() and (tri[296, 200:1000] == 0.5).all()
+    assert tri[150, 600] == 1.0 and (tri[150, 450:750] == 0.5).any()  # the disc: a core and a band

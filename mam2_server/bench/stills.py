@@ -95,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for folder in folders:
         lin, gt, tri = load_still(folder, args.max_side)
+        if not (gt > 0.02).any():
+            print(f"{folder.name}: skipped, its alpha is empty (nothing to prompt)", flush=True)
+            continue
         prompt = still_prompt(gt, args.prompt)
         row = {"image": folder.name, "zero": score(np.zeros_like(gt), gt)}
         if prompt.mask is not None:
@@ -110,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
         rows.append(row)
         print(f"{folder.name}: " + "  ".join(f"{k} {v['MAD']:.1f}" for k, v in row.items() if isinstance(v, dict)),
               flush=True)
-    names = [k for k in rows[0] if k != "image"]
+    if not rows:
+        raise SystemExit(f"{args.folder}: every still's alpha is empty")
+    names = list(dict.fromkeys(k for r in rows for k in r if k != "image"))  # some stills have no trimap
     table = {}
     for name in names:
         have = [r[name] for r in rows if name in r]

@@ -11,6 +11,7 @@ several keyframes come from --prompts (JSON list of {"frame": N, "box": [x0, y0,
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from mam2_server.cli import CLIError
 from mam2_server.engines import DEFAULT_ENGINE, EngineConfig, available_engines, create_engine
@@ -67,10 +68,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prompts", help="JSON file with prompts on one or more keyframes")
     parser.add_argument("--colorspace",
                         help="the plates' colour space in the OCIO config ($OCIO, else OIIO's built-in config); "
-                             "default: the scene_linear role with $OCIO, else lin_rec709")
+                             "default for float files (EXR): the scene_linear role with $OCIO, else lin_rec709; "
+                             "for 8/16-bit integer files (PNG, JPEG, TIFF, DPX): sRGB, as Nuke's Read does")
     parser.add_argument("--rgba", help="also write premultiplied RGBA to this sequence pattern (.exr): the "
-                                       "foreground's colour unmixed from the background, times alpha, in the "
-                                       "plate's colour space (command line only; the server returns alpha)")
+                                       "foreground's colour unmixed from the background, times alpha, scene-linear "
+                                       "(an sRGB plate is decoded first; command line only: the server returns alpha)")
     add_engine_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -81,7 +83,8 @@ def collect_prompts(args: argparse.Namespace, first_frame: int) -> list[Prompt]:
     if args.box is not None or args.point or args.mask:
         frame = first_frame if args.prompt_frame is None else args.prompt_frame
         mask = load_mask(args.mask) if args.mask else None
-        prompts.append(Prompt(frame=frame, box=args.box, points=tuple(args.point), mask=mask, mask_path=args.mask))
+        mask_path = str(Path(args.mask).resolve()) if args.mask else None  # as prompt JSON files store it
+        prompts.append(Prompt(frame=frame, box=args.box, points=tuple(args.point), mask=mask, mask_path=mask_path))
     elif args.prompt_frame is not None:
         raise CLIError("--prompt-frame needs --box, --point or --mask")
     if not prompts:

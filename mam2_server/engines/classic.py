@@ -27,8 +27,8 @@ class ClassicEngine(StagedEngine):
     chained = True  # a pass uses the colour models of every earlier keyframe (see stages.segment.tracker)
     neighbour_reach = REACH  # the matte's clean plate reads frames on either side
 
-    def __init__(self, **matter_options) -> None:
-        super().__init__(segmenter=FlowTracker(), trimapper=AdaptiveTrimapper(), matter=EvidenceMatter(**matter_options))
+    def __init__(self) -> None:
+        super().__init__(segmenter=FlowTracker(), trimapper=AdaptiveTrimapper(), matter=EvidenceMatter())
 
 
 def build(config: EngineConfig) -> ClassicEngine:

@@ -2,8 +2,9 @@
 
 The segment stage is the MAM2 streaming tracker with the MAM2 parts disabled (exactly
 SAM2's video tracking, bounded memory); the trimap and matte stages are classic's
-(`mam2_server.engines.classic.trimap_and_matte_stages`). Passes are independent
-(each starts from its own keyframe), like classic.
+(`mam2_server.engines.classic.trimap_and_matte_stages`). Passes are independent: each
+starts from its own keyframe and uses no other (SAM2's memory is per pass; classic, unlike
+hybrid, is chained: its tracker keeps the earlier keyframes' colour models).
 """
 from __future__ import annotations
 

@@ -99,7 +99,8 @@ class ColourConverter:
         return np.asarray(out.get_pixels(oiio.FLOAT), np.float32).reshape(arr.shape)
 
     def to_display(self, linear: np.ndarray) -> np.ndarray:
-        """(H, W, 3) scene-linear -> (H, W, 3) float32 display-encoded, clipped to [0, 1].
+        """(H, W, 3) in the plate's colour space (`colorspace`: scene-linear, or display-encoded for
+        integer files) -> (H, W, 3) float32 display-encoded, clipped to [0, 1].
 
         The clip is fine because this copy only feeds networks and colour models;
         the linear plate itself is never clipped.

@@ -2,7 +2,8 @@
 
 Neighbours are read through the FrameSource (RGB only, never another pass's result),
 aligned to the current frame with a homography fitted to ORB features outside the
-tracked object (identity when the camera is locked or features are too few), and
+tracked object and refined by ECC (a global shift by ECC when features are too few; the
+identity when it fits as well: a locked-off camera), and
 combined with a per-pixel median in scene-linear light. A small LRU cache of proxy
 frames keeps memory flat in the shot's length.
 """
@@ -34,6 +35,7 @@ def _gray_u8(linear: np.ndarray) -> np.ndarray:
 
 
 REACH = 12  # frames on either side a plate may be made from
+NOISE_FLOOR = 2e-3  # the noise level of a clean (synthetic or denoised) plate: a floor for noise-relative tests
 
 
 class CleanPlateEstimator:
@@ -66,10 +68,9 @@ class CleanPlateEstimator:
         return item
 
     def neighbours(self, frame: int) -> list[int]:
-        frames = list(self.source.frames)
-        i = frames.index(frame)
-        cands = [f for f in frames[max(0, i - self.reach):i + self.reach + 1] if f != frame]
-        # prefer mid-range offsets: far enough for the object to have moved, near enough to align
+        # within `reach` frame numbers (not list positions: the server's cache keys count frame
+        # numbers, and a sequence may have gaps); the farthest first: the object has moved most there
+        cands = [f for f in self.source.frames if f != frame and abs(f - frame) <= self.reach]
         cands.sort(key=lambda f: (-abs(f - frame), f))
         return sorted(cands[:self.max_neighbours])
 
@@ -101,7 +102,7 @@ class CleanPlateEstimator:
     def _refine(cur, nb, H: np.ndarray, object_now: np.ndarray | None, object_there: np.ndarray | None) -> np.ndarray:
         """Sub-pixel alignment: ECC (homography) on the background, started from the feature
         homography H (neighbour -> current). Features at proxy resolution leave a pixel or so of
-        error, which at a background edge looks like a layer to the difference evidence.
+        error, which at a background edge looks like background texture seen through the object.
 
         object_now: the object in the current frame; object_there: where it is in the neighbour,
         both in current-frame coordinates (boolean, proxy size). Both are left out of the fit.
@@ -251,7 +252,7 @@ class CleanPlateEstimator:
         if object_mask is not None:
             away &= ~object_mask
         noise = float(1.4826 * np.median(diff[away])) if away.sum() > 50 else 0.01
-        return Plate(bg, valid, spread, max(noise, 2e-3))
+        return Plate(bg, valid, spread, max(noise, NOISE_FLOOR))
 
 
 def _nanmedian0(x: np.ndarray) -> np.ndarray:

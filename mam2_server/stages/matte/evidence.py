@@ -55,8 +55,11 @@ class EvidenceMatter(Matter):
         self.opaque_weight = opaque_weight
         self._layers: SeeThrough | None = None
         self._prev: np.ndarray | None = None
-        self._frames: list[int] = []  # this pass's frames, and those with see-through evidence
-        self._with_evidence: list[int] = []
+        # this pass's frames, those where the background was revealed behind the object, and those
+        # where that evidence says see-through (for the pass's log line)
+        self._frames: list[int] = []
+        self._revealed: list[int] = []
+        self._seethrough: list[int] = []
 
     def begin_pass(self, source: FrameSource, plan: Pass, prompts: Mapping[int, Prompt]) -> None:
         # the aligned neighbour frames are the shot's, not the pass's: a new pass reuses them
@@ -64,7 +67,7 @@ class EvidenceMatter(Matter):
             self._layers = SeeThrough(source)
         self._layers.begin_pass()
         self._prev = None
-        self._frames, self._with_evidence = [], []
+        self._frames, self._revealed, self._seethrough = [], [], []
 
     def process(self, images: FrameImages, seg: Segmentation, trimap: np.ndarray) -> np.ndarray:
         full = trimap.shape
@@ -80,8 +83,12 @@ class EvidenceMatter(Matter):
         conf = np.where(known, HARD, np.where(mask, 0.0, self._pull(tri, known))).astype(np.float32)
         evidence = self._layers.evidence(images.frame, images.linear, lin, mask, seg) if mask.any() else None
         self._frames.append(images.frame)
-        if evidence is not None and self._add_evidence(evidence, tri, prior, conf):
-            self._with_evidence.append(images.frame)
+        if evidence is not None:
+            revealed, seethrough = self._add_evidence(evidence, tri, prior, conf)
+            if revealed:
+                self._revealed.append(images.frame)
+            if seethrough:
+                self._seethrough.append(images.frame)
         if self.temporal > 0 and self._prev is not None and self._prev.shape == shape:
             self._add_temporal(seg, shape, prior, conf)
         if not mask.any() and not (conf < HARD).any():
@@ -105,20 +112,23 @@ class EvidenceMatter(Matter):
         if not self._frames:
             return
         span = f"frames {min(self._frames)}-{max(self._frames)}"
-        if not self._with_evidence:
+        if not self._revealed:
             log.info("%s: no frame revealed the background behind the object, so nothing says it is "
                      "see-through: matted as opaque inside its mask (the conservative answer)", span)
         else:
-            log.info("%s: see-through evidence on %d of %d frames", span, len(self._with_evidence), len(self._frames))
+            log.info("%s: background revealed behind the object on %d of %d frames, seen through it on %d",
+                     span, len(self._revealed), len(self._frames), len(self._seethrough))
 
-    def _add_evidence(self, ev: Evidence, tri: np.ndarray, prior: np.ndarray, conf: np.ndarray) -> bool:
+    def _add_evidence(self, ev: Evidence, tri: np.ndarray, prior: np.ndarray,
+                      conf: np.ndarray) -> tuple[bool, bool]:
         """Around pixels with evidence the hard 1 inside the band becomes a prior of 1, weighted by how
         little of the neighbourhood says "see-through" (scattered evidence gives way to it, a layer
-        does not), joined by the evidence as a soft prior. Elsewhere nothing changes. True when the
-        evidence reached the inside of the mask."""
+        does not), joined by the evidence as a soft prior. Elsewhere nothing changes. Returns whether
+        the evidence reached the inside of the mask, and whether it says see-through there (its
+        confidence-weighted alpha under 0.8; for the log line only)."""
         has = ev.confidence > 0.05
         if not has.any():
-            return False
+            return False, False
         size = max(tri.shape)
         r = max(2, int(0.012 * size))
         soften = (tri >= 0.75) & (cv2.dilate(has.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)) > 0)
@@ -130,7 +140,9 @@ class EvidenceMatter(Matter):
         c = self.evidence_weight * ev.confidence[soften]
         prior[soften] = (opaque + c * ev.alpha[soften]) / (opaque + c)
         conf[soften] = opaque + c
-        return bool(soften.any())
+        w = ev.confidence[soften]
+        seen_through = w.sum() > 0 and float((w * ev.alpha[soften]).sum() / w.sum()) < 0.8
+        return bool(soften.any()), seen_through
 
     def _add_temporal(self, seg: Segmentation, shape, prior, conf) -> None:
         flow = seg.extras.get("flow")

@@ -28,9 +28,6 @@ from mam2_server.stages.matte.cleanplate import CleanPlateEstimator
 from mam2_server.stages.matte.seethrough import seethrough_alpha
 from mam2_server.stages.segment.common import resize
 
-# the noise level of a clean (synthetic or denoised) plate: a floor for every noise-relative test
-NOISE_FLOOR = 2e-3
-
 
 @dataclass
 class Evidence:
@@ -92,7 +89,7 @@ def object_velocity(seg: Segmentation, frame: int, mask: np.ndarray, lum: np.nda
 def revealed_evidence(lin: np.ndarray, mask: np.ndarray, plate) -> Evidence | None:
     """Evidence from background revealed in other frames: the texture regression of the frame on the
     clean plate (`seethrough_alpha`), where the plate is reliable."""
-    sigma = max(plate.noise, NOISE_FLOOR)
+    sigma = plate.noise  # floored at cleanplate.NOISE_FLOOR
     B = plate.background
     reliable = (plate.valid >= 1) & (plate.spread < 3 * sigma + 0.1 * np.linalg.norm(B, axis=2))
     if not (reliable & mask).any():

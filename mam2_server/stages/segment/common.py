@@ -91,8 +91,7 @@ def prompt_seeds(prompt: Prompt, shape: tuple[int, int], full: tuple[int, int]) 
     return seeds
 
 
-def run_grabcut(bgr: np.ndarray, seeds: np.ndarray, iterations: int = 4,
-                models: tuple[np.ndarray, np.ndarray] | None = None, seed: int = 1234) -> np.ndarray:
+def run_grabcut(bgr: np.ndarray, seeds: np.ndarray, iterations: int = 4, seed: int = 1234) -> np.ndarray:
     """GrabCut initialised from a label mask; returns a bool object mask.
 
     Deterministic: OpenCV's global RNG (used by GrabCut's k-means) is reseeded per call, so
@@ -106,7 +105,7 @@ def run_grabcut(bgr: np.ndarray, seeds: np.ndarray, iterations: int = 4,
         seeds[0, :] = seeds[-1, :] = seeds[:, 0] = seeds[:, -1] = cv2.GC_PR_BGD
     if (seeds == cv2.GC_FGD).all() or seeds.size < 16:
         return is_fg
-    bgd, fgd = (np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)) if models is None else models
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(seed)
     try:
         cv2.grabCut(bgr, seeds, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)

@@ -112,10 +112,13 @@ class AdaptiveTrimapper(Trimapper):
         sd = signed_distance(seg.mask)
         wfull = resize(self._prev_width, full) * scale
         # inside, the band takes at most 3/4 of the object's local half-thickness: a thin or narrow
-        # part keeps a core of sure foreground (a band as wide as the object would leave it nothing)
-        inside = np.maximum(sd, 0.0)
-        reach = 2 * int(np.ceil(float(wfull.max()))) + 1
+        # part keeps a core of sure foreground (a band as wide as the object would leave it nothing).
+        # The thickness (the deepest inside distance within a band's width) is taken at proxy size:
+        # at full size the dilation's kernel grows with the frame (~350 px wide at 4K).
+        inside = np.maximum(signed_distance(resize(seg.mask.astype(np.float32), shape) > 0.5), 0.0)
+        reach = 2 * int(np.ceil(float(self._prev_width.max()))) + 1
         thickness = cv2.dilate(inside, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (reach, reach)))
+        thickness = resize(thickness, full) * scale
         wfull = np.where(sd > 0, np.minimum(wfull, 0.75 * thickness), wfull)
         tri = (sd > 0).astype(np.float32)
         tri[np.abs(sd) < wfull] = 0.5
