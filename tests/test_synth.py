@@ -232,3 +232,8 @@ def test_conditions_keep_the_truth_consistent_with_the_plate(condition):
         inside = lay.alpha > 0.99
         fg, bg = lay.foreground[inside], lay.background.reshape(-1, 3)
         assert (fg.min(axis=0) >= bg.min(axis=0) - 1e-3).all() and (fg.max(axis=0) <= bg.max(axis=0) + 1e-3).all()
+    if condition == "large":  # the foreground magnified 1.8x: about 1.8^2 the area
+        plain = make_clip("solid", num_frames=4, width=W, height=H, seed=3)
+        f = clip.frames[0]
+        ratio = float(clip.alpha(f).sum() / plain.alpha(f).sum())
+        assert 2.5 < ratio < 3.6, ratio
