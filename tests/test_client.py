@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -248,3 +249,124 @@ def test_tracking_job_reports_a_malformed_reply_instead_of_raising(monkeypatch, 
                          output_pattern=str(tmp_path / "a.%04d.exr"))
     result = track.run_job(job, threading.Event(), lambda message, percent: None)
     assert result.error.startswith("internal error") and "received" in result.error
+
+
+def _terminates(context, seconds: float = 10.0) -> bool:
+    """context.term() returns, so no socket of it was left open (it waits for every one, linger or not)."""
+    thread = threading.Thread(target=context.term, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return not thread.is_alive()
+
+
+def test_a_client_whose_key_file_or_address_is_bad_leaves_no_socket_open(tmp_path):
+    import zmq
+    for address, kwargs in ((f"tcp://127.0.0.1:{free_port()}", {"curve_server_key": str(tmp_path / "no.key"),
+                                                                 "curve_client_secret": str(tmp_path / "no.secret")}),
+                            ("tcp://127.0.0.1:not-a-port", {})):
+        context = zmq.Context()
+        client = Client(address, timeout=0.3, retries=1, context=context, **kwargs)
+        with pytest.raises((OSError, zmq.ZMQError)) as info:  # held, as a host shows it: so is its traceback
+            client.hello()
+        client.close()
+        assert _terminates(context), f"a socket of the failed connect stayed open ({address}): {info.value}"
+
+
+def test_the_serve_log_in_the_temporary_folder_is_private_and_never_a_planted_link(tmp_path, monkeypatch):
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    address = f"tcp://127.0.0.1:{free_port()}"
+    command = [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"]
+    with pytest.raises(ServerUnavailable, match="exited with code 3"):
+        ensure_server(address, command=command, timeout=0.2)
+    log = tmp_path / f"mam2-serve-{os.getpid()}.log"
+    assert log.stat().st_mode & 0o777 == 0o600 and "boom" in log.read_text()
+    log.unlink()
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    log.symlink_to(victim)  # planted by someone else in the shared temporary folder
+    with pytest.raises(ServerUnavailable, match="cannot start a MAM2 server"):
+        ensure_server(address, command=command, timeout=0.2)
+    assert victim.read_text() == "untouched"
+
+
+@contextmanager
+def _server_answering(code: str, token: str):
+    """A loopback address where every request of a client logged in with `token` is answered with an error
+    `code`."""
+    import msgpack
+    import zmq
+    from zmq.auth.thread import ThreadAuthenticator
+    context = zmq.Context()
+    access = ThreadAuthenticator(context)
+    access.start()
+    access.configure_plain(domain="*", passwords={"mam2": token})
+    sock = context.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.plain_server = True
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            if sock.poll(50):
+                identity, header, *_ = sock.recv_multipart()
+                request = msgpack.unpackb(header)
+                sock.send_multipart([identity, msgpack.packb({"v": 1, "id": request["id"], "op": request["op"],
+                                                              "kind": "error", "code": code, "message": "no"})])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        thread.join(5)
+        sock.close()
+        access.stop()
+        context.term()
+
+
+_REFUSING_SERVER = r"""
+import os, sys, time, zmq
+from zmq.auth.thread import ThreadAuthenticator
+open(sys.argv[1], "w").write(str(os.getpid()))
+ctx = zmq.Context()
+auth = ThreadAuthenticator(ctx)
+auth.start()
+auth.configure_plain(domain="*", passwords={"mam2": "someone-elses-token-0123456789"})
+sock = ctx.socket(zmq.ROUTER)
+sock.plain_server = True
+sock.bind(sys.argv[2])
+time.sleep(120)
+"""
+
+
+def test_ensure_server_closes_its_clients_and_stops_what_it_started_whatever_goes_wrong(tmp_path):
+    """An error answer (ServerError, not ServerUnavailable) leaves no socket open, and a server started here
+    that turns out unusable (it refuses the login) is stopped, not left running unregistered."""
+    import signal
+
+    import zmq
+
+    from host_plugins.mam2_client import ServerError, launcher
+    from mam2_server.server.watchdog import process_alive
+    token = tmp_path / "token"
+    token.write_text("the-owners-token-0123456789")
+    with _server_answering("shutting_down", token.read_text()) as theirs:  # hello is answered with an error
+        context = zmq.Context()
+        with pytest.raises(ServerError, match="shutting_down") as info:  # held, and so its traceback
+            ensure_server(theirs, timeout=2.0, token_file=token, context=context)
+        assert _terminates(context), f"the probe's sockets stayed open ({info.value.code})"
+    address, pid_file = f"tcp://127.0.0.1:{free_port()}", tmp_path / "pid"
+    context = zmq.Context()
+    try:  # what it starts refuses its login: the wait for it ends in ServerError
+        with pytest.raises(ServerError, match="unauthorized") as info:
+            ensure_server(address, command=[sys.executable, "-c", _REFUSING_SERVER, str(pid_file), address],
+                          wait=60, timeout=0.5, log_path=tmp_path / "serve.log", context=context)
+        assert launcher.started_server(address) is None
+        assert not process_alive(int(pid_file.read_text())), "the server it started was left running"
+        assert _terminates(context), f"the waiting client's sockets stayed open ({info.value.code})"
+    finally:
+        if pid_file.exists() and process_alive(int(pid_file.read_text())):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)

@@ -69,6 +69,15 @@ def test_malformed_requests_are_typed_errors(frames, code):
     assert info.value.code == code
 
 
+def test_a_put_frames_entry_without_its_frame_number_is_bad_message():
+    """A missing required field is bad_message, never a default: an entry without `frame` is not frame 0."""
+    header = _header(op="put_frames", shot="s", frames=[{"encoding": "raw", "buffer": 1, "dtype": "<f4",
+                                                         "shape": [2, 2]}])
+    with pytest.raises(P.ProtocolError) as info:
+        P.decode_request([header, b"\0" * 16])
+    assert info.value.code == wire.E_BAD_MESSAGE and "'frame'" in info.value.message
+
+
 @pytest.mark.parametrize("ref, buffers, fragment", [
     (P.Pixels(encoding="raw", buffer=2, dtype="<f4", shape=[2, 2, 3]), [b"\0" * 48], "buffer index"),
     (P.Pixels(encoding="raw", buffer=1, dtype="|O", shape=[2, 2, 3]), [b"\0" * 48], "dtype"),

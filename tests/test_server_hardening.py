@@ -48,7 +48,7 @@ def hanging_disk(monkeypatch):
 
     def hang(real, prefixes):
         def read(path, **kwargs):
-            if Path(path).name.startswith(prefixes):
+            if Path(os.path.realpath(path)).name.startswith(prefixes):  # the server reads /proc/self/fd/N
                 release.wait(120)
             return real(path, **kwargs)
         return read
@@ -391,3 +391,96 @@ def test_requests_after_a_shutdown_get_shutting_down_while_a_propagate_finishes(
         worker.join(60)
         assert result["r"].cancelled and result["r"].computed
         assert server.proc.wait(60) == 0
+
+
+# -- review follow-ups: the token never logged, symlink swaps, mask headers ------------------------------
+def test_the_token_never_reaches_the_log_even_at_debug(caplog):
+    """pyzmq's authenticator logs a PLAIN login's password at DEBUG, and `mam2 -vv serve` sets DEBUG."""
+    import logging
+
+    from mam2_server.server.security import OwnerToken
+    token = "the-owners-secret-token-0123456789"
+    caplog.set_level(logging.DEBUG)  # the root logger, as `mam2 -vv` sets it
+    ctx = zmq.Context()
+    access = OwnerToken(ctx, token)
+    server = ctx.socket(zmq.ROUTER)
+    server.setsockopt(zmq.LINGER, 0)
+    access.apply_server(server)
+    port = server.bind_to_random_port("tcp://127.0.0.1")
+    client = ctx.socket(zmq.DEALER)
+    client.setsockopt(zmq.LINGER, 0)
+    client.plain_username, client.plain_password = b"mam2", token.encode()
+    client.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        client.send(b"hello")
+        assert server.poll(10000), "the login was refused"
+        server.recv_multipart()
+    finally:
+        client.close()
+        server.close()
+        access.stop()
+        ctx.term()
+    assert token not in caplog.text
+    assert not [r for r in caplog.records if r.name.endswith(".zap") and r.levelno < logging.INFO]
+
+
+def test_allow_path_holds_when_a_directory_is_swapped_for_a_link_after_the_check(tmp_path, monkeypatch):
+    """The check on the resolved path is repeated on the file actually opened, which is the one read."""
+    from mam2_server.protocol import ProtocolError
+    from mam2_server.server import files
+    plates, evil = tmp_path / "plates", tmp_path / "evil"
+    plates.mkdir()
+    evil.mkdir()
+    frame = clip(1)[0]
+    inside = _plate_file(plates / "in.exr", frame)
+    _plate_file(evil / "out.exr", frame)
+    (plates / "swapped").symlink_to(evil)  # was a real directory of plates when the path was resolved
+    real_realpath = os.path.realpath
+
+    def resolved_before_the_swap(path, *args, **kwargs):
+        return str(path) if str(path).startswith(str(plates / "swapped")) else real_realpath(path, *args, **kwargs)
+
+    monkeypatch.setattr(files.os.path, "realpath", resolved_before_the_swap)
+    reader = files.FileReader([plates.resolve()], 1 << 30, None)
+    lane = ("client", b"c")
+    swapped = str(plates / "swapped" / "out.exr")
+    for call in (lambda: reader.plate(swapped, lane), lambda: reader.pixels(swapped, lane)):
+        with pytest.raises(ProtocolError) as info:
+            call()
+        assert info.value.code == "bad_frame" and "--allow-path" in info.value.message, info.value
+    plate = reader.plate(inside, lane)
+    st = os.stat(inside)
+    assert plate.path == inside and plate.info.full_width == 64
+    assert reader.pixels(inside, lane).shape == (48, 64, 3)
+    monkeypatch.setattr(files, "_opened_path", lambda fd: None)  # no /proc: the path check alone, as before
+    assert reader.plate(inside, lane).digest == plate.digest and st.st_ino == os.stat(inside).st_ino
+
+
+def test_a_mask_file_is_checked_from_its_header_before_it_is_decoded(tmp_path, monkeypatch):
+    from mam2_server import protocol as P
+    from mam2_server.protocol import ProtocolError
+    from mam2_server.server import files
+    from mam2_server.server.handlers import Handlers
+    from mam2_server.server.shots import ShotStore
+    from test_server_support import FastEngine
+    decoded = []
+    real_read_image = files.read_image
+    monkeypatch.setattr(files, "read_image", lambda path, **kw: decoded.append(path) or real_read_image(path, **kw))
+    store = ShotStore(tmp_path / "cache", memory_budget=1 << 30)
+    store.open(shot="sh", first=1, last=1, width=64, height=48, colorspace=None)
+    handlers = Handlers(FastEngine(), "testfast", store, files.FileReader(None, 1 << 30, None), limits={})
+
+    def read_mask(shot: str, array: np.ndarray, name: str):
+        path = tmp_path / name
+        write_image(path, array, channels=("A",), pixel_type="half")
+        req = P.AddPrompt(shot=shot, frame=1, mask=P.Pixels(encoding=P.ENC_PATH, path=str(path)))
+        return handlers.read_files(req, b"client")
+
+    for shot, array, fragment in (("sh", np.zeros((96, 128, 1), np.float32), "the shot is 64x48"),
+                                  ("not-loaded", np.zeros((1, 16385, 1), np.float32), "over 16384")):
+        with pytest.raises(ProtocolError) as info:
+            read_mask(shot, array, f"{shot}.exr")
+        assert info.value.code == "bad_frame" and fragment in info.value.message, info.value
+    assert decoded == []  # refused from their headers
+    assert read_mask("sh", np.ones((48, 64, 1), np.float32), "fits.exr")[0].shape == (48, 64, 1)
+    assert len(decoded) == 1

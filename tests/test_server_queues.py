@@ -10,7 +10,9 @@ import msgpack
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_server_support import ServerProcess, clip, in_process_server, owner_socket  # noqa: E402
+from test_server_support import FastEngine, ServerProcess, clip, in_process_server, owner_socket  # noqa: E402
+
+from host_plugins.mam2_client import ServerError  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 BOX = (8, 10, 30, 30)
@@ -125,3 +127,50 @@ def test_jobs_belong_to_the_client_that_sent_them(tmp_path):
         assert a_final["cancelled"] and 1 <= len(a_final["computed"]) < 10
         for sock in (a, b, c):
             sock.close()
+
+
+def test_a_propagate_reusing_the_id_of_one_still_running_is_bad_message(tmp_path):
+    """The running job keeps its id (its replies and a cancel by id name it alone); the duplicate is refused."""
+    with in_process_server(tmp_path, engine=FastEngine(delay=0.2)) as client, client() as setup:
+        setup.open_shot("d", first=1, last=6, width=64, height=48)
+        setup.put_frames("d", dict(enumerate(clip(6), 1)))
+        setup.add_prompt("d", 1, box=BOX)
+        sock = owner_socket(client.address, client.token_file)
+        request = msgpack.packb({"v": 1, "id": "job", "op": "propagate", "shot": "d"})
+        sock.send_multipart([request])
+        assert sock.poll(30000)  # it runs: its first message is out
+        sock.send_multipart([request])
+        finals = []
+        while len(finals) < 2:
+            assert sock.poll(30000), finals
+            msg = msgpack.unpackb(sock.recv_multipart()[0])
+            if msg["kind"] in ("reply", "error"):
+                finals.append(msg)
+        assert finals[0]["kind"] == "error" and finals[0]["code"] == "bad_message", finals[0]
+        assert finals[1]["kind"] == "reply" and sorted(finals[1]["computed"]) == [1, 2, 3, 4, 5, 6], finals[1]
+        sock.close()
+
+
+def test_a_files_thread_that_cannot_start_frees_the_requests_slot_and_queue(tmp_path, monkeypatch):
+    """Thread.start() failing (no threads left) answers the request and leaves nothing behind: no admission
+    slot held (later requests would be `busy`), no queue without a thread (later ones never answered)."""
+    import types
+
+    from mam2_server.io import write_image
+    from mam2_server.server import queues
+    plate = tmp_path / "plate.exr"
+    write_image(plate, clip(1)[0], channels=("R", "G", "B"), pixel_type="half")
+
+    class NoThread(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    with in_process_server(tmp_path, max_pending_requests=2) as client, client(timeout=5, retries=1) as c:
+        c.open_shot("t", first=1, last=1, width=64, height=48)
+        monkeypatch.setattr(queues, "threading", types.SimpleNamespace(Thread=NoThread, Lock=threading.Lock))
+        for _ in range(3):
+            with pytest.raises(ServerError) as info:
+                c.put_frames("t", {1: str(plate)}, encoding="path")
+            assert info.value.code == "internal" and "can't start new thread" in info.value.message
+        monkeypatch.undo()
+        assert c.put_frames("t", {1: str(plate)}, encoding="path") == [1]

@@ -83,3 +83,73 @@ def test_cache_keys_cover_the_neighbours_and_earlier_keyframes_an_engine_reads(t
     independent = shot.alpha_keys("e", chained=False, prompts=prompts)
     shot.frames[15] = ("15".zfill(32), tmp_path / "15.exr")
     assert shot.alpha_keys("e", chained=False, prompts=prompts)[14] == independent[14]
+
+
+def _propagating_handlers(tmp_path, memory_budget: int = 1 << 30):
+    """Handlers over a store with shot `sh` (3 frames of 8x6, a box on frame 1), ready to propagate."""
+    import sys
+    from pathlib import Path
+
+    from mam2_server.server.files import FileReader
+    from mam2_server.server.handlers import Handlers
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_server_support import FastEngine
+
+    store = ShotStore(tmp_path / "cache", memory_budget=memory_budget)
+    shot, _ = store.open(shot="sh", first=1, last=3, width=8, height=6, colorspace=None)
+    for f in (1, 2, 3):
+        digest = f"{f:032d}"
+        shot.frames[f] = (digest, shot.disk.put_frame(f, digest, np.full((6, 8, 3), 0.1 * f, np.float32), None))
+    with shot.lock:
+        shot.set_prompt(1, Prompt(frame=1, box=(1, 1, 5, 5)), chained=False)
+    handlers = Handlers(FastEngine(), "testfast", store, FileReader(None, 1 << 30, None), limits={})
+    return store, handlers
+
+
+def _propagate(handlers, send=lambda *args: None):
+    from mam2_server import protocol as P
+    from mam2_server.server.handlers import Job
+    return handlers.propagate(P.Propagate(shot="sh"), Job(b"client", "job", "sh"), send)
+
+
+def test_a_shot_closed_with_purge_as_a_propagate_looks_it_up_is_no_shot_not_a_job_on_deleted_files(tmp_path):
+    """close_shot(purge) between a propagate's look-up and its marking the shot busy: the propagate answers
+    no_shot (close marks the shot closed under the lock the propagate checks it under)."""
+    store, handlers = _propagating_handlers(tmp_path)
+    real_get = store.get
+    closed = []
+
+    def get(shot_id):
+        found = real_get(shot_id)
+        if not closed:  # the data thread closes it right after the compute thread's look-up
+            closed.append(True)
+            store.close(shot_id, purge=True)
+        return found
+
+    store.get = get
+    with pytest.raises(ProtocolError) as info:
+        _propagate(handlers)
+    assert info.value.code == "no_shot", info.value
+
+
+def test_a_shot_evicted_as_a_propagate_looks_it_up_is_looked_up_again_and_marked_busy(tmp_path):
+    """Evicted between the look-up and busy += 1: the propagate runs on the shot the store holds, so that
+    close_shot sees it busy (not on a stale copy, behind which a purge could delete its files)."""
+    store, handlers = _propagating_handlers(tmp_path)
+    real_get = store.get
+    evicted = []
+
+    def get(shot_id):
+        found = real_get(shot_id)
+        if not evicted:
+            evicted.append(True)
+            store.memory_budget = -1  # another shot's request evicts it
+            store.enforce_budget(keep="other")
+            store.memory_budget = 1 << 30
+        return found
+
+    store.get = get
+    busy_seen = []
+    reply = _propagate(handlers, lambda *args: busy_seen.append([s.busy for s in store.loaded() if s.id == "sh"]))
+    assert sorted(reply.computed) == [1, 2, 3]
+    assert busy_seen and all(b == [1] for b in busy_seen), busy_seen  # the shot the store lists ran busy

@@ -129,21 +129,33 @@ class Client:
     # -- plumbing ---------------------------------------------------------------------
     def _connect(self) -> zmq.Socket:
         sock = self._context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        if wire.is_ipv6(self.address):
-            sock.setsockopt(zmq.IPV6, 1)
-        if self._curve is not None:
-            from zmq.auth import load_certificate
-            server_public, _ = load_certificate(self._curve[0])
-            public, secret = load_certificate(self._curve[1])
-            sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = server_public, public, secret
-        elif self._sends_token:
-            self._token = auth.read_token(self.token_file)
-            auth.use_token(sock, self._token)
-        self._monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
-        # a send blocks only when no connection is left to queue it on: after a refused login (never retried)
-        sock.setsockopt(zmq.SNDTIMEO, int(self.timeout * 1000))
-        sock.connect(self.address)
+        monitor = None
+        try:  # a bad key file or address: close what was made (open sockets keep the context from terminating)
+            sock.setsockopt(zmq.LINGER, 0)
+            if wire.is_ipv6(self.address):
+                sock.setsockopt(zmq.IPV6, 1)
+            if self._curve is not None:
+                from zmq.auth import load_certificate
+                server_public, _ = load_certificate(self._curve[0])
+                public, secret = load_certificate(self._curve[1])
+                sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = server_public, public, secret
+            elif self._sends_token:
+                self._token = auth.read_token(self.token_file)
+                auth.use_token(sock, self._token)
+            monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+            # a send blocks only when no connection is left to queue it on: after a refused login (never retried)
+            sock.setsockopt(zmq.SNDTIMEO, int(self.timeout * 1000))
+            sock.connect(self.address)
+        except BaseException:
+            if monitor is not None:
+                try:
+                    sock.disable_monitor()
+                except zmq.ZMQError:
+                    pass
+                monitor.close(linger=0)
+            sock.close(linger=0)
+            raise
+        self._monitor = monitor
         return sock
 
     def _reset(self) -> None:

@@ -19,9 +19,11 @@ here answers this user's hosts and no one else.
 from __future__ import annotations
 
 import atexit
+import errno
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -141,6 +143,27 @@ def restart_server(address: str = wire.DEFAULT_ADDRESS, **kwargs) -> Client:
     return ensure_server(address, **kwargs)
 
 
+def open_log(path: Path):
+    """`path` opened to append the server's output, created private (0600): the log names files and shots.
+
+    A symbolic link there (planted in a shared temporary folder) or a file of another user is refused."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                 | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_NONBLOCK", 0), 0o600)  # a FIFO fails, never blocks
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, f"{path} is not a regular file")
+        if hasattr(os, "getuid"):
+            if st.st_uid != os.getuid():
+                raise OSError(errno.EPERM, f"{path} belongs to another user")
+            if stat.S_IMODE(st.st_mode) & 0o077:
+                os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "ab")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def ensure_server(address: str = wire.DEFAULT_ADDRESS, *, start: bool = True, command: Sequence[str] | None = None,
                   serve_args: Sequence[str] = (), wait: float = 60.0, timeout: float = 2.0,
                   log_path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
@@ -150,14 +173,21 @@ def ensure_server(address: str = wire.DEFAULT_ADDRESS, *, start: bool = True, co
     `env` is added to the started server's clean environment (see `server_environment`);
     `exit_with_host` makes it exit when this process does. Raises ServerUnavailable with
     the reason (remote address, no command found, the server exited: its log's last
-    lines) when none can be reached.
+    lines) when none can be reached; other errors (ServerError `unauthorized`: a server
+    of someone else's there) pass through. Whatever is raised, the clients made here are
+    closed and a server started here is stopped.
     """
     probe = Client(address, timeout=timeout, retries=1, **client_kwargs)
+    found = False
     try:
         probe.hello()
+        found = True
         return probe
     except ServerUnavailable:
-        probe.close()
+        pass  # none there: start one below; any other error (e.g. unauthorized) is the caller's
+    finally:
+        if not found:
+            probe.close()  # its sockets would keep the context from terminating
     if not start:
         raise ServerUnavailable(f"no MAM2 server answers at {address} (start one with `mam2 serve --address {address}`)")
     if not wire.is_loopback(address):
@@ -175,7 +205,7 @@ def ensure_server(address: str = wire.DEFAULT_ADDRESS, *, start: bool = True, co
     if exit_with_host:
         full += ["--exit-with", str(os.getpid())]
     try:  # an unwritable log folder or a missing/non-executable command: a message, not a traceback
-        with open(log_file, "ab") as log:
+        with open_log(log_file) as log:
             process = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                        env=server_environment(env), start_new_session=True, close_fds=True)
     except OSError as exc:
@@ -183,21 +213,27 @@ def ensure_server(address: str = wire.DEFAULT_ADDRESS, *, start: bool = True, co
     server = LocalServer(address, cmd, list(serve_args), log_file, process, dict(env) if env else None,
                          os.fspath(token_file) if token_file is not None else None)
     client = Client(address, timeout=min(timeout, 1.0), retries=1, **client_kwargs)
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        try:
-            client.hello()
-            client.timeout = max(timeout, 10.0)
-            client.retries = 3
-            with _lock:
-                _started[address] = server
-            return client
-        except ServerUnavailable:
-            if process.poll() is not None:
-                break
-    client.close()
-    state = f"exited with code {process.returncode}" if process.poll() is not None else f"did not answer in {wait:g} s"
-    if process.poll() is None:
-        server.stop(timeout=5.0)
-    raise ServerUnavailable(f"started `{shlex.join(full)}` but it {state}; log {log_file}:\n"
-                            + "\n".join(server.log_tail()))
+    registered = False
+    try:  # whatever goes wrong (a refused login, an interrupt): close the client, stop what we started
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                client.hello()
+                client.timeout = max(timeout, 10.0)
+                client.retries = 3
+                with _lock:
+                    _started[address] = server
+                registered = True
+                return client
+            except ServerUnavailable:
+                if process.poll() is not None:
+                    break
+        state = (f"exited with code {process.returncode}" if process.poll() is not None
+                 else f"did not answer in {wait:g} s")
+        raise ServerUnavailable(f"started `{shlex.join(full)}` but it {state}; log {log_file}:\n"
+                                + "\n".join(server.log_tail()))
+    finally:
+        if not registered:
+            client.close()
+            if process.poll() is None:
+                server.stop(timeout=5.0)

@@ -97,7 +97,8 @@ class _Server:
         from host_plugins.mam2_client import Client
         from host_plugins.mam2_client.client import wait_for_server
         self.client = Client(self.address, timeout=120, retries=1)
-        wait_for_server(Client(self.address, timeout=1, retries=1), 60)
+        with Client(self.address, timeout=1, retries=1) as probe:  # closed: open sockets block ctx.term()
+            wait_for_server(probe, 60)
 
     def close(self) -> None:
         try:

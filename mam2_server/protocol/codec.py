@@ -261,7 +261,7 @@ def error_reply(request_id: str | int | None, op: str | None, code: str, message
 
 
 def decode_reply(frames: Sequence[Buffer]) -> tuple[str | int | None, Reply, list[Buffer]]:
-    """Decode a reply into (request id, typed reply, buffers). Used by tests and the benchmark."""
+    """Decode a reply into (request id, typed reply, buffers), checking its fields as requests' are."""
     data = msgpack.unpackb(bytes(frames[0]), raw=False, ext_hook=_no_ext)
     kind = data.get(wire.KEY_KIND)
     cls = {wire.KIND_ERROR: ErrorReply, wire.KIND_PROGRESS: Progress, wire.KIND_ALPHA: AlphaMessage}.get(kind) \

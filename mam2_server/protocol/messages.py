@@ -42,12 +42,12 @@ class Pixels:
 
 @dataclass
 class FramePixels(Pixels):
-    frame: int = 0
+    frame: int = field(kw_only=True)  # required (keyword-only: Pixels' fields have defaults)
 
 
 @dataclass
 class AlphaFrame(Pixels):
-    frame: int = 0
+    frame: int = field(kw_only=True)
     cached: bool = False  # served from the disk cache rather than computed now
 
 

@@ -261,13 +261,17 @@ class Server:
             else:
                 work = Work(identity, envelope, sum(len(f) for f in frames[1:]))
                 self._admission.admit(identity, work.nbytes)  # held until the final reply (`_worker`)
-                if op == P.OP_PROPAGATE:
-                    work.job = self.handlers.add_job(identity, rid, body.shot)
-                    self._queues["compute"].put(work)
-                elif any(ref.encoding == P.ENC_PATH for ref in P.images(body)):
-                    self._files.put(work)
-                else:
-                    self._queues["data"].put(work)
+                try:
+                    if op == P.OP_PROPAGATE:
+                        work.job = self.handlers.add_job(identity, rid, body.shot)  # a duplicate id: bad_message
+                        self._queues["compute"].put(work)
+                    elif any(ref.encoding == P.ENC_PATH for ref in P.images(body)):
+                        self._files.put(work)  # may fail to start its thread
+                    else:
+                        self._queues["data"].put(work)
+                except BaseException:  # not queued: nothing will send its final reply, so free its slot here
+                    self._admission.release(work)
+                    raise
         except ProtocolError as exc:
             log.info("request %r (%s) refused: %s: %s", rid, op, exc.code, exc.message)
             reply(P.error_reply(rid, op, exc.code, self._public(exc.message)))

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import threading
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Hashable, Sequence, TypeVar
+from typing import Callable, Hashable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -75,56 +77,83 @@ class FileReader:
     def plate(self, path: str, lane: Lane) -> SharedPlate:
         """A shared-disk plate checked from its header and size (pixels are read at propagate)."""
         def check() -> SharedPlate:
-            real, size = self._open_checked(path)
-            info = self._header(real, path)
-            st = os.stat(real)
-            key = f"{real}|{size}|{st.st_mtime_ns}|{st.st_ino}".encode()
+            with self._open_checked(path) as (real, st, source):
+                info = self._header(source, path)
+            key = f"{real}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()
             return SharedPlate(str(real), hashlib.sha256(key).hexdigest()[:32], info)
         return self._within_budget(path, check, lane)
 
-    def pixels(self, path: str, lane: Lane) -> np.ndarray:
-        """(H, W, C) float32 pixels over the display window (masks, and plates at propagate)."""
+    def pixels(self, path: str, lane: Lane, check: Callable[[ImageInfo], None] | None = None) -> np.ndarray:
+        """(H, W, C) float32 pixels over the display window (masks, and plates at propagate).
+
+        check: called with the file's header before its pixels are decoded (raise to refuse it),
+        so that a small compressed file declaring a huge image is refused unread."""
         def read() -> np.ndarray:
-            real, _ = self._open_checked(path)
-            try:
-                image = read_image(real)
-            except Exception as exc:  # noqa: BLE001 - OIIO reports bad files in many ways
-                raise ProtocolError(P.E_BAD_FRAME, f"{path!r} could not be read: {exc}") from None
+            with self._open_checked(path) as (_, _, source):
+                if check is not None:
+                    check(self._header(source, path))
+                try:
+                    image = read_image(source)
+                except Exception as exc:  # noqa: BLE001 - OIIO reports bad files in many ways
+                    raise ProtocolError(P.E_BAD_FRAME, f"{path!r} could not be read: "
+                                                       f"{str(exc).replace(source, path)}") from None
             return image.pixels if image.info.data_is_display else to_display_window(image)
         return self._within_budget(path, read, lane)
 
     # -- checks ----------------------------------------------------------------------
-    def _open_checked(self, path: str) -> tuple[Path, int]:
-        """(real path, size) of a file this server may read and that looks like a complete image."""
-        if "\0" in path or not os.path.isabs(path):
-            raise ProtocolError(P.E_BAD_FRAME, f"path {path!r:.200} must be absolute and free of NUL characters")
-        real = Path(os.path.realpath(path))
+    def _check_allowed(self, real: Path, path: str) -> None:
         if self.allowed_roots is not None and not any(real.is_relative_to(r) for r in self.allowed_roots):
             raise ProtocolError(P.E_BAD_FRAME, f"path {path!r} is outside the directories this server may read "
                                                "(see `mam2 serve --allow-path`)")
-        if not real.is_file():
-            raise ProtocolError(P.E_BAD_FRAME, f"no such file on the server: {path!r}")
+
+    @contextmanager
+    def _open_checked(self, path: str) -> Iterator[tuple[Path, os.stat_result, str]]:
+        """(real path, its stat, a name to read it by) of a file this server may read and that looks like a
+        complete image, held open while the block runs.
+
+        `--allow-path` is checked on the real path, then again on the file actually opened (Linux:
+        /proc/self/fd), and the image library reads that open file (/proc/self/fd/N), so swapping a
+        directory of the path for a symbolic link in between gains nothing. Size, time and inode come
+        from the open file."""
+        if "\0" in path or not os.path.isabs(path):
+            raise ProtocolError(P.E_BAD_FRAME, f"path {path!r:.200} must be absolute and free of NUL characters")
+        real = Path(os.path.realpath(path))
+        self._check_allowed(real, path)
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)  # a FIFO never blocks
         try:
-            with open(real, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size > self.max_bytes:
-                    raise ProtocolError(P.E_BAD_FRAME, f"{path!r} is {size} bytes, over this server's limit of "
-                                                       f"{self.max_bytes} (max_file_bytes)")
+            fd = os.open(real, flags)
+        except FileNotFoundError:
+            raise ProtocolError(P.E_BAD_FRAME, f"no such file on the server: {path!r}") from None
+        except OSError as exc:
+            raise ProtocolError(P.E_BAD_FRAME, f"{path!r} could not be read: {exc.strerror}") from None
+        with os.fdopen(fd, "rb") as f:
+            opened = _opened_path(fd)
+            if opened is not None:
+                real = opened
+                self._check_allowed(real, path)
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ProtocolError(P.E_BAD_FRAME, f"no such file on the server: {path!r} (not a regular file)")
+            if st.st_size > self.max_bytes:
+                raise ProtocolError(P.E_BAD_FRAME, f"{path!r} is {st.st_size} bytes, over this server's limit of "
+                                                   f"{self.max_bytes} (max_file_bytes)")
+            try:
                 kind = sniff(f.read(8))
                 if kind is None:
                     raise ProtocolError(P.E_BAD_FRAME, f"{path!r} is not an image this server reads "
                                                        f"({', '.join(FORMATS)})")
-                check_file_complete(kind, f, size, repr(path))
-        except OSError as exc:
-            raise ProtocolError(P.E_BAD_FRAME, f"{path!r} could not be read: {exc.strerror}") from None
-        return real, size
+                check_file_complete(kind, f, st.st_size, repr(path))
+            except OSError as exc:
+                raise ProtocolError(P.E_BAD_FRAME, f"{path!r} could not be read: {exc.strerror}") from None
+            yield real, st, (f"/proc/self/fd/{fd}" if opened is not None else str(real))
 
     @staticmethod
-    def _header(real: Path, path: str) -> ImageInfo:
+    def _header(source: str, path: str) -> ImageInfo:
         try:
-            return read_info(real)
+            return read_info(source)
         except Exception as exc:  # noqa: BLE001
-            raise ProtocolError(P.E_BAD_FRAME, f"{path!r} could not be read: {exc}") from None
+            raise ProtocolError(P.E_BAD_FRAME, f"{path!r} could not be read: "
+                                               f"{str(exc).replace(source, path)}") from None
 
     def _within_budget(self, path: str, fn: Callable[[], T], lane: Lane) -> T:
         if self.seconds is None:
@@ -161,6 +190,14 @@ class FileReader:
         if "error" in out:
             raise out["error"]
         return out["value"]
+
+
+def _opened_path(fd: int) -> Path | None:
+    """The real path of the file open as `fd` (Linux: /proc/self/fd), or None where that cannot be told."""
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        return None
 
 
 def check_file_complete(kind: str, f, size: int, name: str) -> None:

@@ -24,8 +24,8 @@ from mam2_server.engines import Engine, available_engines
 from mam2_server.prompts import Point, Prompt, PromptError
 from mam2_server.protocol import ProtocolError
 from mam2_server.server.files import FileReader, SharedPlate
-from mam2_server.server.pixels import (alpha_to_wire, check_exr_buffer, check_exr_file, check_plate_info,
-                                       decode_pixels, digest_bytes)
+from mam2_server.server.pixels import (alpha_to_wire, check_exr_buffer, check_exr_file, check_mask_info,
+                                       check_plate_info, decode_pixels, digest_bytes)
 from mam2_server.server.shots import Shot, ShotStore
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,14 @@ class Handlers:
                              memory_budget=self.store.memory_budget, device=self.device, engine=self.engine.name)
 
     def add_job(self, client: bytes, request_id: str | int, shot: str) -> Job:
+        """Register a propagate; a request id the connection already uses for one is `bad_message` (its
+        replies, and a cancel by id, could not tell the two apart)."""
         job = Job(client, request_id, shot)
         with self.jobs_lock:
+            if job.key in self.jobs:
+                raise ProtocolError(P.E_BAD_MESSAGE, f"request id {request_id!r:.80} is already used by a propagate "
+                                                     "of this connection that is queued or running; use a new id "
+                                                     "for every request")
             self.jobs[job.key] = job
         return job
 
@@ -119,10 +125,16 @@ class Handlers:
     # -- files stage ----------------------------------------------------------------------
     def read_files(self, req: P.Request, client: bytes) -> dict[int, SharedPlate | np.ndarray]:
         """What the files a request names hold, by index in `P.images(req)`: plates are checked from
-        their headers, masks read whole; each within the FileReader's size and time budget, in the
-        lane of the client that asked."""
-        read = self.files.plate if isinstance(req, P.PutFrames) else self.files.pixels
-        return {i: read(ref.path, ("client", client))
+        their headers, masks read whole once their header fits the shot (its size when the shot is
+        loaded, else MAX_SIDE: the data thread checks the decoded size); each within the FileReader's
+        size and time budget, in the lane of the client that asked."""
+        lane = ("client", client)
+        if isinstance(req, P.PutFrames):
+            return {i: self.files.plate(ref.path, lane)
+                    for i, ref in enumerate(req.frames) if ref.encoding == P.ENC_PATH}
+        size = self.store.loaded_size(req.shot)  # never loads it: an open_shot queued before may not have run
+        return {i: self.files.pixels(ref.path, lane, check=lambda info, _name=repr(ref.path):
+                                     check_mask_info(info, _name, size))
                 for i, ref in enumerate(P.images(req)) if ref.encoding == P.ENC_PATH}
 
     # -- data thread --------------------------------------------------------------------
@@ -241,11 +253,18 @@ class Handlers:
         if req.from_frame is not None and req.direction == P.DIR_BOTH:
             raise ProtocolError(P.E_BAD_MESSAGE, "from_frame needs direction 'forward' or 'backward'")
         _check_alpha_format(req.alpha_encoding, req.alpha_dtype)
-        shot = self.store.get(req.shot)
-        with shot.lock:  # one consistent snapshot: prompts, frames and cache keys
-            targets, source, keys = self._plan(shot, req)
-            prompts = list(shot.prompts.values())
-            shot.busy += 1
+        for _ in range(3):
+            shot = self.store.get(req.shot)
+            with shot.lock:  # one consistent snapshot: prompts, frames and cache keys
+                if shot.closed:  # closed or evicted since the look-up: look again (closed with purge: no_shot)
+                    continue
+                targets, source, keys = self._plan(shot, req)
+                prompts = list(shot.prompts.values())
+                shot.busy += 1  # under the lock that close_shot and eviction check it under
+                break
+        else:
+            raise ProtocolError(P.E_NO_SHOT, f"shot {req.shot!r} was closed while this propagate started; "
+                                             "open it again")
         try:
             return self._run(shot, req, job, send, targets, source, keys, prompts, start)
         finally:

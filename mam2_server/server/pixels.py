@@ -53,8 +53,8 @@ def check_exr_buffer(data: P.Buffer) -> None:
         raise ProtocolError(P.E_BAD_FRAME, f"EXR buffer: {exc}") from None
 
 
-def check_plate_info(info, name: str, width: int, height: int) -> None:
-    """A plate's header fits the shot: display window, data window (overscan) and colour channels."""
+def check_image_size(info, name: str, width: int, height: int) -> None:
+    """An image's header fits a width x height frame: display window, and data window (overscan)."""
     if (info.full_width, info.full_height) != (width, height):
         raise ProtocolError(P.E_BAD_FRAME, f"{name}: display window is {info.full_width}x{info.full_height}, "
                                            f"the shot is {width}x{height}")
@@ -62,6 +62,22 @@ def check_plate_info(info, name: str, width: int, height: int) -> None:
     if max(info.width, info.height) > P.MAX_SIDE or info.width * info.height > 4 * width * height:
         raise ProtocolError(P.E_BAD_FRAME, f"{name}: data window {info.width}x{info.height} is far larger than "
                                            f"the {width}x{height} frame")
+
+
+def check_mask_info(info, name: str, size: tuple[int, int] | None) -> None:
+    """A mask file's header, before its pixels are decoded: the shot's (width, height) `size` as for plates;
+    when the shot's size is not known yet (size None), sides of at most MAX_SIDE."""
+    if size is None:
+        if not (0 < info.full_width <= P.MAX_SIDE and 0 < info.full_height <= P.MAX_SIDE):
+            raise ProtocolError(P.E_BAD_FRAME, f"{name}: display window {info.full_width}x{info.full_height} "
+                                               f"has a side over {P.MAX_SIDE}")
+        size = (info.full_width, info.full_height)
+    check_image_size(info, name, *size)
+
+
+def check_plate_info(info, name: str, width: int, height: int) -> None:
+    """A plate's header fits the shot: display window, data window (overscan) and colour channels."""
+    check_image_size(info, name, width, height)
     colour = {c.split(".")[-1] for c in info.channels}
     if not ({"R", "G", "B"} <= colour or "Y" in colour):
         raise ProtocolError(P.E_BAD_FRAME, f"{name}: a plate needs R,G,B (or Y) channels, found {info.channels}")

@@ -59,11 +59,6 @@ class Admission:
                 del self._requests[work.identity]
             self._bytes -= work.nbytes
 
-    def held(self) -> tuple[int, int]:
-        """(requests, bytes) in flight over all clients."""
-        with self._lock:
-            return self._requests.total(), self._bytes
-
 
 class ClientQueues:
     """Runs `handle(work)` for each work item in its client's order, clients independently."""
@@ -81,7 +76,13 @@ class ClientQueues:
                 queue.append(work)
                 return
             queue = self._queues[work.identity] = deque([work])
-        threading.Thread(target=self._drain, args=(work.identity, queue), name=self.name, daemon=True).start()
+        try:
+            threading.Thread(target=self._drain, args=(work.identity, queue), name=self.name, daemon=True).start()
+        except BaseException:  # e.g. no thread left to start: drop the queue, or this client's work would pile
+            with self._lock:  # up in it unserved (and `busy()` stay true); the caller answers the request
+                if self._queues.get(work.identity) is queue:
+                    del self._queues[work.identity]
+            raise
 
     def _drain(self, identity: bytes, queue: deque[Work]) -> None:
         while True:

@@ -125,11 +125,27 @@ def generate_keys(directory: Path, client_name: str = "client") -> dict[str, Pat
             "client_public": Path(client_public), "client_secret": Path(client_secret)}
 
 
+class _AtLeastInfo(logging.Filter):
+    """Drops records below INFO: pyzmq's authenticator logs the PLAIN password (the token) at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.INFO
+
+
+def zap_logger() -> logging.Logger:
+    """The authenticator's logger, which never logs below INFO, even under `mam2 -vv` (root at DEBUG)."""
+    logger = logging.getLogger(f"{__name__}.zap")
+    logger.setLevel(logging.INFO)
+    if not any(isinstance(f, _AtLeastInfo) for f in logger.filters):
+        logger.addFilter(_AtLeastInfo())  # holds even if something sets the level back to DEBUG
+    return logger
+
+
 class _Authenticator:
     """ZeroMQ's authenticator thread (ZAP) for the context; `apply_server` sets up a server socket."""
 
     def __init__(self, context: zmq.Context) -> None:
-        self.auth = ThreadAuthenticator(context, log=logging.getLogger(f"{__name__}.zap"))
+        self.auth = ThreadAuthenticator(context, log=zap_logger())
         self.auth.start()
 
     def apply_server(self, socket: zmq.Socket) -> None:

@@ -67,6 +67,9 @@ class Shot:
         self.prompts: dict[int, Prompt] = {}
         self.frames: dict[int, tuple[str, Path]] = {}  # frame -> (digest, stored file)
         self.busy = 0  # running jobs
+        # set under `lock` when the store lets go of this object (close_shot, eviction): it is stale, so a job
+        # that looked it up just before must look the shot up again rather than mark this one busy
+        self.closed = False
         self.lock = threading.RLock()
         self._cache: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
         self._cache_frames = max(1, cache_frames)
@@ -293,13 +296,26 @@ class ShotStore:
 
     def close(self, shot: str, *, purge: bool) -> None:
         found = self.get(shot)
-        with found.lock:  # a job marks the shot busy under this lock before it starts
+        with found.lock:  # a job checks `closed` and marks the shot busy under this lock, in one step
             if found.busy:
                 raise ProtocolError(wire.E_BUSY, f"shot {shot!r} is propagating; cancel it first")
-            with self._lock:
-                self._shots.pop(shot, None)
-            if purge:
-                found.disk.purge()
+            found.closed = True  # a job that looked it up before looks it up again (purged: no_shot)
+            try:
+                if purge:  # still listed meanwhile: a job looking it up waits for this lock, not a half-purged disk
+                    found.disk.purge()
+            finally:
+                self._forget(found)
+
+    def _forget(self, shot: Shot) -> None:
+        with self._lock:
+            if self._shots.get(shot.id) is shot:
+                del self._shots[shot.id]
+
+    def loaded_size(self, shot: str) -> tuple[int, int] | None:
+        """(width, height) of the shot if it is loaded; None otherwise (nothing is read from disk)."""
+        with self._lock:
+            found = self._shots.get(shot)
+        return None if found is None else (found.width, found.height)
 
     def loaded(self) -> list[Shot]:
         with self._lock:
@@ -316,9 +332,12 @@ class ShotStore:
             if shot.id == keep:
                 continue
             shot.drop_cache()
-            if not shot.busy:
-                with self._lock:
-                    self._shots.pop(shot.id, None)
+            with shot.lock:  # as in close: never between a job's look-up and its marking the shot busy
+                evict = not shot.busy
+                if evict:
+                    shot.closed = True
+                    self._forget(shot)
+            if evict:
                 log.info("evicted shot %s (memory budget %d bytes)", shot.id, self.memory_budget)
             if self.memory() <= self.memory_budget:
                 return
