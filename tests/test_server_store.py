@@ -80,6 +80,12 @@ def test_cache_keys_cover_the_neighbours_and_earlier_keyframes_an_engine_reads(t
     moved = shot.alpha_keys("e", chained=True, prompts=prompts, reach=3)
     changed = sorted(f for f in range(1, 21) if moved[f] != before[f])
     assert changed == [12, 13, 14, 15, 16, 17, 18, 19, 20]  # 3 before it (the plate), itself and after
+    shot.frames[15] = ("15".zfill(32), tmp_path / "15.exr")
+    shot.frames[8] = ("z" * 32, tmp_path / "8b.exr")  # read by keyframe 10's plate: the whole pass from it
+    moved = shot.alpha_keys("e", chained=True, prompts=prompts, reach=3)
+    assert sorted(f for f in range(1, 21) if moved[f] != before[f]) == list(range(5, 21))
+    shot.frames[8] = ("8".zfill(32), tmp_path / "8.exr")
+    assert shot.alpha_keys("e", chained=True, prompts=prompts, reach=3) == before
     independent = shot.alpha_keys("e", chained=False, prompts=prompts)
     shot.frames[15] = ("15".zfill(32), tmp_path / "15.exr")
     assert shot.alpha_keys("e", chained=False, prompts=prompts)[14] == independent[14]

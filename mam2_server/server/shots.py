@@ -199,7 +199,8 @@ class Shot:
         A pass runs from its keyframe (see engines.plan), so a frame depends on the
         pixels of its pass up to itself and on the pass's keyframe prompt (all
         earlier keyframes, and their frames' pixels, too for chained engines), and on the
-        pixels of the frames within `reach` on either side (an engine's `neighbour_reach`).
+        pixels of the frames within `reach` (an engine's `neighbour_reach`) of it and of the
+        pass's frames before it.
         """
         prompts = self.prompts if prompts is None else prompts
         frames = sorted(self.frames) if frames is None else list(frames)
@@ -218,13 +219,19 @@ class Shot:
                 h.update(digests[k])
                 if chained and k in self.frames:
                     h.update(self.frames[k][0].encode())
+            # the frames read within `reach` of any frame of the pass so far: a frame's result carries
+            # its predecessors' (temporal prior, colour models), so their neighbours count too. The
+            # window only grows along the pass: hash each frame once, as it enters.
+            start, window, lo, hi = plan.frames[0], hashlib.sha256(), None, None
             for f in plan.frames:
                 h.update(self.frames[f][0].encode())
-                near = hashlib.sha256(h.digest())
-                for g in frames[bisect.bisect_left(frames, f - reach):bisect.bisect_right(frames, f + reach)]:
-                    if g != f:
-                        near.update(self.frames[g][0].encode())
-                out[f] = near.hexdigest()[:32]
+                a = bisect.bisect_left(frames, min(start, f) - reach)
+                b = bisect.bisect_right(frames, max(start, f) + reach)
+                entering = frames[a:b] if lo is None else frames[a:lo] + frames[hi:b]
+                lo, hi = a if lo is None else min(a, lo), b if hi is None else max(b, hi)
+                for g in entering:
+                    window.update(self.frames[g][0].encode())
+                out[f] = hashlib.sha256(h.digest() + window.digest()).hexdigest()[:32]
         return out
 
 
