@@ -267,6 +267,123 @@ def live_runs():
 
 
 @scenario
+def timer_failures():
+    """A bug in the timer's drain or result path ends the run with a message (Blender drops a timer that
+    raises: the run would never end, every later Track "already tracking"); redraw calls Area.tag_redraw;
+    Add Key copies its nearest key even as the key collection grows (reallocates)."""
+    from types import SimpleNamespace as NS
+    addon = load_addon()
+    ops = addon.ops
+    ops.INLINE_IN_BACKGROUND = False
+    scene, tree, node = _shot(addon, "timer")
+    s = scene.mam2
+
+    # redraw in a GUI session: the editors' areas are tagged through Area's real function
+    redrawn = []
+
+    def area(kind):
+        return NS(type=kind, tag_redraw=lambda: redrawn.append(kind))
+    ops.redraw(NS(windows=[NS(screen=NS(areas=[area("NODE_EDITOR"), area("VIEW_3D")])),
+                           NS(screen=NS(areas=[area("IMAGE_EDITOR")]))]))
+    report["redrawn"] = redrawn
+    report["area_functions"] = [f in bpy.types.Area.bl_rna.functions for f in ("tag_redraw", "tagredraw")]
+
+    reports = []
+    real_report, real_redraw, real_finish = ops.report_from_timer, ops.redraw, ops.finish
+    ops.report_from_timer = lambda level, text: (reports.append([level, text]), real_report(level, text))
+
+    def broken(*_args, **_kw):
+        raise AttributeError("'Area' object has no attribute 'tagredraw'")
+
+    def failing_case(label, **patches):
+        for name, fn in patches.items():
+            setattr(ops, name, fn)
+        reports.clear()
+        try:
+            started = run(bpy.ops.mam2.track)
+            task = ops.tasks.get(s.shot_uuid)
+            ended = pump_until(ops, lambda: s.shot_uuid not in ops.tasks, seconds=30)
+            task.thread.join(30)
+        finally:
+            ops.redraw, ops.finish = real_redraw, real_finish
+        report[label] = {"started": started, "ended": ended, "status": s.status, "running": s.running,
+                         "reports": list(reports), "timer": bpy.app.timers.is_registered(task.timer),
+                         "cancelled": task.cancel.is_set(), "worker_alive": task.thread.is_alive()}
+        s.keys[0].box_min = (s.keys[0].box_min[0] + 1, s.keys[0].box_min[1])  # new work for the next run
+
+    failing_case("redraw_fails", redraw=broken)  # raised in drained() at the first written frame
+    failing_case("finish_fails", finish=broken)  # raised applying the result
+    # nothing is stuck: the next Track runs and finishes
+    report["after"] = [run(bpy.ops.mam2.track)]
+    pump_until(ops, lambda: s.shot_uuid not in ops.tasks)
+    report["after"].append(s.status)
+
+    # Add Key copies the nearest key's prompt into plain values before the collection grows
+    other = bpy.data.scenes.new("Keys")
+    first = other.mam2.keys.add()
+    first.frame, first.use_box, first.box_min, first.box_max = 1, False, (1.5, 2.5), (30.25, 40.75)
+    for co, label in (((3.0, 4.0), "FG"), ((5.5, 6.5), "BG"), ((7.0, 8.0), "FG")):
+        point = first.points.add()
+        point.co, point.label = co, label
+    for frame in range(2, 130):
+        addon.keys.add_key(other, frame)  # nearest: the key before it
+    report["copied_keys"] = sorted({(k.use_box, tuple(k.box_min), tuple(k.box_max),
+                                     tuple((tuple(p.co), p.label) for p in k.points)) for k in other.mam2.keys})
+    report["key_frames"] = [k.frame for k in other.mam2.keys] == list(range(1, 130))
+    bpy.data.scenes.remove(other)
+
+
+@scenario
+def shots_and_scenes():
+    """The shot's span is kept in the scene (a range narrowed inside it keeps the shot); a copied scene
+    gets its own shot whichever of the two acts first; an alpha folder that cannot be made is a message."""
+    addon = load_addon()
+    scene, tree, node = set_up_shot(addon, os.path.join(cfg["work"], "spans.blend"), first=998)
+    add_key(4, box=cfg["box"])  # file 1001
+    s = scene.mam2
+    steps = report["steps"] = []
+
+    def track(label, first=None, last=None, on=None):
+        on = on or bpy.context.scene
+        on.mam2.use_image_range = first is None
+        if first is not None:
+            on.mam2.frame_first, on.mam2.frame_last = first, last
+        with bpy.context.temp_override(scene=on):
+            result = run(bpy.ops.mam2.track)
+        steps.append({"label": label, "result": result, "status": on.mam2.status, "shot": on.mam2.shot,
+                      "span": list(on.mam2.shot_span), "uuid": on.mam2.shot_uuid})
+
+    track("narrow", 4, 6)  # files 1001-1003
+    track("widened", None)  # files 998-1003: out of the span, a new shot
+    track("narrowed again", 4, 6)  # inside the widened span: the same shot, its alphas cached
+    bpy.ops.wm.save_mainfile()
+    bpy.ops.wm.open_mainfile(filepath=bpy.data.filepath)
+    scene = bpy.context.scene
+    track("reopened", 4, 5)  # files 1001-1002
+
+    # a copied scene ("Scene.001"): the original Tracks first and keeps its shot; the copy gets its own
+    copy = scene.copy()
+    report["copy_names"] = [scene.name, copy.name, copy.mam2.shot_uuid == scene.mam2.shot_uuid]
+    track("original first", on=scene)
+    track("copy second", on=copy)
+    # the other order: the copy acts first (Add Key), the original then Tracks
+    second = scene.copy()
+    with bpy.context.temp_override(scene=second):
+        second.frame_set(5)
+        report["copy_key"] = run(bpy.ops.mam2.key_add)
+    track("original after the copy", on=scene)
+    track("second copy", on=second)
+    report["owners"] = [sc.mam2.shot_owner for sc in (scene, copy, second)]
+
+    # an alpha folder under a file: a message, not a traceback
+    blocker = os.path.join(cfg["work"], "a_file")
+    open(blocker, "w").close()
+    scene.mam2.output_dir = os.path.join(blocker, "alphas")
+    with bpy.context.temp_override(scene=scene):
+        report["bad_folder"] = run(bpy.ops.mam2.track) + [scene.mam2.status, scene.mam2.running]
+
+
+@scenario
 def quit_mid_run():
     """Blender quits while a frame is computing on a server it did not start: Blender disables its add-ons
     (bpy.utils._on_exit), the run is cancelled on the server and nothing keeps Blender from exiting."""

@@ -275,6 +275,65 @@ def test_live_runs_survive_the_artist(blender, addons, plates, slow_server, tmp_
     assert r["dead_inline"][0] == ["RAISED"] and r["dead_inline"][2].startswith("Error:") and r["unregistered"]
 
 
+def test_a_bug_in_the_timer_ends_the_run_with_a_message_and_track_works_again(blender, addons, plates, slow_server,
+                                                                               tmp_path):
+    r = play(blender, "timer_failures", tmp_path, addons=str(addons), plates=str(plates), address=slow_server.address)
+    # redraw tags the editors through Area.tag_redraw, a function Blender's Area has (tagredraw is not)
+    assert r["redrawn"] == ["NODE_EDITOR", "IMAGE_EDITOR"] and r["area_functions"] == [True, False]
+    # an exception in the timer's drain (the live preview's redraw) or in applying the result: the run ends,
+    # the artist is told, the timer goes, the worker is cancelled and nothing is left "already tracking"
+    for case in ("redraw_fails", "finish_fails"):
+        c = r[case]
+        assert c["started"] == [["FINISHED"], ""] and c["ended"], (case, c)
+        assert c["status"].startswith("Error: internal error: AttributeError") and "tagredraw" in c["status"], c
+        assert not c["running"] and not c["timer"] and c["cancelled"] and not c["worker_alive"], (case, c)
+        assert [level for level, _ in c["reports"]] == ["ERROR"] and "tagredraw" in c["reports"][0][1], c
+    assert r["after"][0] == [["FINISHED"], ""] and r["after"][1].startswith("Done:"), r["after"]
+    # Add Key copied its nearest key's box and points every time while the collection grew to 129 keys
+    assert r["key_frames"] and r["copied_keys"] == [
+        [False, [1.5, 2.5], [30.25, 40.75], [[[3.0, 4.0], "FG"], [[5.5, 6.5], "BG"], [[7.0, 8.0], "FG"]]]]
+
+
+@pytest.fixture(scope="module")
+def block_plates(tmp_path_factory) -> Path:
+    """6 plates, files 998-1003: across a shot block boundary (track.SHOT_BLOCK)."""
+    folder = tmp_path_factory.mktemp("block_plates")
+    for i, img in enumerate(clip(N, w=W, h=H), start=998):
+        write_image(folder / f"plate.{i:04d}.exr", img, pixel_type="float")
+    return folder
+
+
+def test_the_shot_keeps_its_span_and_a_copied_scene_gets_its_own_shot(blender, addons, block_plates, server,
+                                                                       tmp_path):
+    r = play(blender, "shots_and_scenes", tmp_path, addons=str(addons), plates=str(block_plates),
+             address=server.address)
+    steps = {s["label"]: s for s in r["steps"]}
+    assert all(s["result"] == [["FINISHED"], ""] and s["status"].startswith("Done") for s in r["steps"]), r["steps"]
+    narrow, widened, again, reopened = (steps[k] for k in ("narrow", "widened", "narrowed again", "reopened"))
+    assert narrow["span"] == [1000, 1999] and widened["span"] == [0, 1999]
+    assert widened["shot"] != narrow["shot"]  # out of the span the server fixed: another shot
+    # narrowed inside the widened span (and again after saving and reopening): the same shot, its alphas cached
+    assert again["shot"] == reopened["shot"] == widened["shot"] and again["span"] == reopened["span"] == [0, 1999]
+    assert again["status"].startswith("Done: 0 frames computed, 3 cached"), again["status"]
+    assert reopened["status"].startswith("Done: 0 frames computed, 2 cached"), reopened["status"]
+    # a copied scene: the original acting first keeps its UUID, shot and cache; the copy gets new ones
+    assert r["copy_names"] == ["Scene", "Scene.001", True]
+    original, copy = steps["original first"], steps["copy second"]
+    assert original["uuid"] == widened["uuid"] and original["shot"] == widened["shot"]
+    assert original["status"].startswith("Done: 0 frames computed, 6 cached"), original["status"]
+    assert copy["uuid"] != original["uuid"] and copy["shot"] != original["shot"]
+    # the other order: the copy acts first (Add Key), then the original still keeps its shot
+    assert r["copy_key"] == [["FINISHED"], ""]
+    after, second = steps["original after the copy"], steps["second copy"]
+    assert after["shot"] == widened["shot"] and after["status"].startswith("Done: 0 frames computed, 6 cached")
+    assert second["uuid"] not in (original["uuid"], copy["uuid"]) and second["shot"] != after["shot"]
+    assert r["owners"] == ["Scene", "Scene.001", "Scene.002"]
+    # an alpha folder that cannot be made: the reason, no traceback, nothing running
+    result, message, status, running = r["bad_folder"]
+    assert result == ["RAISED"] and "cannot make the alpha folder" in message and "Not a directory" in message
+    assert status.startswith("Error: cannot make the alpha folder") and not running, r["bad_folder"]
+
+
 @pytest.fixture(scope="module")
 def stuck_server(tmp_path_factory):
     """A server whose every frame takes 8 s: a cancel lands only after the frame in progress."""

@@ -121,9 +121,34 @@ def test_build_job_sends_every_key_in_file_frames(jobspec, plates):
     assert job.keyframes[0].points == ((20.0, 40.0, 1), (5.0, 5.0, 0)) and job.keyframes[1].box == BOX
     assert job.colorspace == "ACEScg" and job.plates[1006] == str(plates / "plate.1006.exr")
     assert job.output_pattern == str(plates / "shots" / "mam2" / job.shot / "alpha.%04d.exr")
-    part = jobspec.build_job(values(jobspec, plates, use_image_range=False, frame_first=2, frame_last=4, keys=keys))
+    part = jobspec.build_job(values(jobspec, plates, use_image_range=False, frame_first=2, frame_last=4, keys=keys,
+                                    colorspace="ACEScg"))
     assert (part.first, part.last, sorted(part.plates)) == (1002, 1004, [1002, 1003, 1004])
-    assert [k.frame for k in part.keyframes] == [1004] and part.shot != job.shot
+    # a range inside the shot's span (whole blocks of track.SHOT_BLOCK frames): the same shot and cache
+    assert [k.frame for k in part.keyframes] == [1004] and part.span == job.span == (1000, 1999)
+    assert part.shot == job.shot
+    # the same range in another colour space: another shot
+    assert jobspec.build_job(values(jobspec, plates, keys=keys, colorspace="Linear Rec.709")).shot != job.shot
+
+
+def test_a_range_narrowed_inside_the_stored_span_keeps_the_shot(jobspec, tmp_path):
+    """The span of the last Track (stored in the scene) is kept while the tracked range fits in it, as the
+    Nuke node does: widen across a block boundary (a new shot), then narrow back: still that shot."""
+    for i, img in enumerate(clip(6), start=998):
+        write_image(tmp_path / f"plate.{i:04d}.exr", img, pixel_type="float")
+    base = dict(image_path=str(tmp_path / "plate.0998.exr"), timing=jobspec.PlateTiming.opened(998, 6),
+                keys=(jobspec.KeyValues(1001, box=BOX),), blend_dir=str(tmp_path))
+    narrow = dict(use_image_range=False, frame_first=4, frame_last=6)  # files 1001-1003
+
+    first = jobspec.build_job(values(jobspec, tmp_path, **base, **narrow))
+    assert (first.first, first.last, first.span) == (1001, 1003, (1000, 1999))
+    wide = jobspec.build_job(values(jobspec, tmp_path, **base, shot_span=first.span))  # files 998-1003
+    assert (wide.first, wide.last, wide.span) == (998, 1003, (0, 1999)) and wide.shot != first.shot
+    again = jobspec.build_job(values(jobspec, tmp_path, **base, **narrow, shot_span=wide.span))
+    assert again.span == wide.span and again.shot == wide.shot
+    assert again.output_pattern == wide.output_pattern  # the same alpha folder too
+    # no stored span (a scene never tracked): the span of the blocks around the range
+    assert jobspec.build_job(values(jobspec, tmp_path, **base, **narrow)).shot == first.shot
 
 
 @pytest.mark.parametrize("change, expected", [

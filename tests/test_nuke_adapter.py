@@ -147,6 +147,34 @@ def test_points_linked_to_a_tracker_give_each_key_the_tracked_position(node, pla
     assert status(node).startswith("Done"), status(node)
 
 
+def test_a_box_partly_linked_to_a_tracker_keys_its_free_corner(node, plates, server):
+    """x/y linked by expression, r/t free: each key keeps its own r/t (the free channels are set to
+    accept animation one by one; isAnimated() of the whole knob is true for the expressions alone)."""
+    tracker = nuke.nodes.Transform()
+    tracker["translate"].setAnimated()
+    for frame, (x, y) in ((FIRST, (4, 28)), (FIRST + 4, (12, 20))):
+        tracker["translate"].setValueAt(x, frame, 0)
+        tracker["translate"].setValueAt(y, frame, 1)
+    box = node["box"]
+    box.setExpression(f"{tracker.name()}.translate.x", 0)
+    box.setExpression(f"{tracker.name()}.translate.y", 1)
+    node.setInput(0, plates)
+    press(node, "add_key", wait=False)  # frame 1001: r/t = 30, 46 (BOX)
+    assert [box.isAnimated(i) for i in range(4)] == [True] * 4 and box.isKeyAt(FIRST, 2) and box.isKeyAt(FIRST, 3)
+    nuke.frame(FIRST + 4)
+    box.setValue(40, 2)  # the artist moves the free corner on another frame: keys it there
+    box.setValue(36, 3)
+    press(node, "add_key", wait=False)
+    stored = mam2_nuke.keys.load(node)
+    assert [mam2_nuke.keys.values(node, k)[0] for k in stored.values()] == [(4, 28, 30, 46), (12, 20, 40, 36)]
+    assert box.hasExpression(0) and box.hasExpression(1) and not box.hasExpression(2)  # still linked
+    press(node, "track")
+    assert status(node).startswith("Done: 6 frames computed"), status(node)
+    with server.client() as client:
+        shots = {s["shot"]: s for s in client.status()["shots"]}
+    assert shots[node["shot"].value()]["keyframes"] == [FIRST, FIRST + 4]
+
+
 def test_shot_id_survives_a_new_script_version_and_a_pasted_copy_gets_its_own(node, plates):
     node.setInput(0, plates)
     press(node, "track")
@@ -154,14 +182,41 @@ def test_shot_id_survives_a_new_script_version_and_a_pasted_copy_gets_its_own(no
     nuke.root()["name"].setValue(nuke.root()["name"].value().replace("_v001", "_v002"))  # File > Save New Version
     press(node, "track")
     assert node["shot"].value() == shot and status(node).startswith("Done: 0 frames computed, 6 cached"), status(node)
-    copy = nuke.createNode("MAM2")
-    copy["shot_uuid"].setValue(uuid)  # what copy/paste does
-    copy["address"].setValue(node["address"].value())
-    copy["start_server"].setValue(False)
-    copy["box"].setValue(BOX)
-    copy.setInput(0, plates)
+    assert node["shot_owner"].value() == node.fullName()
+    copy = pasted_copy(node, plates)
     press(copy, "track")
     assert copy["shot_uuid"].value() != uuid and copy["shot"].value() != shot, status(copy)
+    assert copy["shot_owner"].value() == copy.fullName() and node["shot_uuid"].value() == uuid
+
+
+def pasted_copy(node, plates):
+    """What Edit > Copy, Paste does: a node of another name with the same knob values."""
+    copy = nuke.createNode("MAM2")
+    for name in ("shot_uuid", "shot_owner", "address", "start_server"):
+        copy[name].setValue(node[name].value())
+    copy["box"].setValue(BOX)
+    copy.setInput(0, plates)
+    return copy
+
+
+def test_the_node_a_copy_was_pasted_from_keeps_its_shot_when_it_acts_first(node, plates):
+    node.setInput(0, plates)
+    press(node, "track")
+    shot, uuid = node["shot"].value(), node["shot_uuid"].value()
+    copy = pasted_copy(node, plates)
+    assert copy.fullName() != node.fullName() and copy["shot_uuid"].value() == uuid
+    press(node, "retrack")  # the original acts first: it is the UUID's owner, it keeps its shot and cache
+    assert node["shot_uuid"].value() == uuid and node["shot"].value() == shot
+    assert status(node).startswith("Done: 0 frames computed, 6 cached"), status(node)
+    press(copy, "track")  # the copy acts second: its own shot
+    assert copy["shot_uuid"].value() != uuid and copy["shot"].value() != shot, status(copy)
+    assert status(copy).startswith("Done: 6 frames computed"), status(copy)
+    # a node renamed, with no twin: the same shot, and it owns the UUID under its new name
+    nuke.delete(copy)
+    node["name"].setValue("Hero")
+    press(node, "retrack")
+    assert node["shot"].value() == shot and node["shot_owner"].value() == "Hero"
+    assert status(node).startswith("Done: 0 frames computed, 6 cached"), status(node)
 
 
 def test_matte_into_another_channel_and_premultiplied(node, plates):

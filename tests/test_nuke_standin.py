@@ -92,6 +92,15 @@ def test_animation_needs_set_animated_and_get_value_at_follows_keys_and_expressi
     other = nuke.nodes.Transform()
     other["center"].setExpression(f"{t.name()}.translate.x * 2", 0)
     assert other["center"].isAnimated() and other["center"].getValueAt(5, 0) == 20
+    # per channel, as Array_Knob.isAnimated(channel) / setAnimated(channel): an expression on x animates x only
+    center = other["center"]
+    assert center.isAnimated(0) and not center.isAnimated(1)
+    with pytest.raises(RuntimeError, match="setAnimated"):
+        center.setValueAt(3, 5, 1)
+    center.setValue(7, 1)  # not animated: a plain value, at every frame
+    center.setAnimated(1)
+    center.setValueAt(9, 5, 1)
+    assert [center.getValueAt(f, 1) for f in (5, 20)] == [9, 7] and center.isKeyAt(5, 1) and not center.isKeyAt(5, 0)
 
 
 def test_plugin_add_path_puts_the_folder_on_sys_path(tmp_path):

@@ -115,6 +115,7 @@ class PanelValues:
     output_dir: str  # as the artist typed it ("" = DEFAULT_OUTPUT)
     blend_dir: str  # folder of the saved .blend ("" when unsaved)
     shot_uuid: str
+    shot_span: tuple[int, int] | None = None  # the span the shot was opened with at the last Track (None: never)
 
 
 def sequence_pattern(path: str) -> str:
@@ -255,7 +256,7 @@ def build_job(values: PanelValues) -> core.TrackJob:
     if not address:
         raise Refused("the server address is empty (e.g. tcp://127.0.0.1:5557)")
     colorspace = ocio_name(values.colorspace)
-    span = core.shot_span(first, last)
+    span = core.shot_span(first, last, values.shot_span)  # kept while the tracked range fits in it, as in Nuke
     shot = shot_id(values.shot_uuid, width, height, *span, colorspace)
     folder = absolute(output_folder(values.output_dir, shot), values.blend_dir)
     return core.TrackJob(address=address, start_server=values.start_server, engine=values.engine, shot=shot,

@@ -40,14 +40,19 @@ def add_key(scene, frame: int):
     index, key = key_at(s, frame)
     if key is None:
         nearest = min(s.keys, key=lambda k: abs(k.frame - frame), default=None)
+        # copied into plain values first: add() may reallocate the collection, and a reference to one of
+        # its items (nearest) then points at freed memory (Blender's "Troubleshooting Errors & Crashes")
+        prompt = None if nearest is None else (
+            nearest.use_box, tuple(nearest.box_min), tuple(nearest.box_max), nearest.mask,
+            [(tuple(p.co), p.label) for p in nearest.points])
+        nearest = None
         key = s.keys.add()
         key.frame = frame
-        if nearest is not None:
-            key.use_box, key.box_min, key.box_max, key.mask = (nearest.use_box, nearest.box_min, nearest.box_max,
-                                                               nearest.mask)
-            for p in nearest.points:
+        if prompt is not None:
+            key.use_box, key.box_min, key.box_max, key.mask, points = prompt
+            for co, label in points:
                 q = key.points.add()
-                q.co, q.label = p.co, p.label
+                q.co, q.label = co, label
         else:
             width, height = plate_size(s.image)
             key.box_min, key.box_max = (width / 4, height / 4), (3 * width / 4, 3 * height / 4)
@@ -57,11 +62,6 @@ def add_key(scene, frame: int):
         index = target
     s.active_key = index
     return s.keys[index]
-
-
-def current_file_frame(scene) -> int | None:
-    timing = nodes.scene_timing(scene)
-    return timing.file_frame(scene.frame_current) if timing is not None else None
 
 
 def active_key(s):

@@ -73,13 +73,29 @@ class Task:
     def drained(self) -> None:
         """Main thread, after the mailbox was emptied (once per timer tick)."""
 
+    def failed(self, exc: Exception) -> None:
+        """Main thread: the timer body raised (a bug); the task has already been ended. Tell the artist."""
+        report_from_timer("ERROR", f"MAM2: {self.name} failed: {type(exc).__name__}: {exc}")
+
     def start(self) -> None:
         tasks[self.name] = self
         self.thread.start()
         bpy.app.timers.register(self.timer, first_interval=POLL_S, persistent=True)
 
     def poll(self):
-        """bpy.app.timers callback (main thread): apply what the worker posted."""
+        """bpy.app.timers callback (main thread): apply what the worker posted.
+
+        Nothing may escape it: Blender drops a timer whose callback raises, and the task would then
+        never end (its entry in `tasks` makes every later Track "already tracking"). A failure in
+        `drained` or in applying the result ends the task (`_fail`)."""
+        try:
+            return self._poll()
+        except Exception as exc:
+            log.exception("mam2: %s failed in its timer", self.name)
+            self._fail(exc)
+            return None
+
+    def _poll(self):
         while True:
             try:
                 item = self.mailbox.get_nowait()
@@ -89,18 +105,36 @@ class Task:
                 return POLL_S
             last = isinstance(item, _Done)
             if last:
-                self.done = True
-                if tasks.get(self.name) is self:
-                    del tasks[self.name]
+                self._end()
                 item = item.result
             if not self.detached:
-                try:
-                    self._apply(item)
-                except Exception:  # the timer must survive a bad item, or the run never ends
-                    log.exception("mam2: applying %r failed", item)
+                if last:
+                    self._apply(item)  # the result: a failure here ends the task through poll's handler
+                else:
+                    try:
+                        self._apply(item)
+                    except Exception:  # a bad progress item: the run goes on, its result still comes
+                        log.exception("mam2: applying %r failed", item)
             if last:
-                _detached.discard(self)
                 return None
+
+    def _end(self) -> None:
+        """The task is over: off the table of tasks in flight and of closed files' tasks."""
+        self.done = True
+        if tasks.get(self.name) is self:
+            del tasks[self.name]
+        _detached.discard(self)
+
+    def _fail(self, exc: Exception) -> None:
+        """Main thread: end the task after its timer body raised; the worker is cancelled (it ends after the
+        frame in progress, its later posts are never read)."""
+        self.cancel.set()
+        self._end()
+        if not self.detached:
+            try:
+                self.failed(exc)
+            except Exception:
+                log.exception("mam2: reporting the failure of %s failed", self.name)
 
 
 class _Done:
@@ -190,7 +224,14 @@ def panel_values(scene, image, node) -> PanelValues:
         image_path=path, image_source=image.source if image else "", image_name=image.name if image else "",
         colorspace=image.colorspace_settings.name if image else "", timing=timing,
         use_image_range=s.use_image_range, frame_first=s.frame_first, frame_last=s.frame_last, keys=keys,
-        output_dir=s.output_dir, blend_dir=os.path.dirname(blend) if blend else "", shot_uuid=s.shot_uuid)
+        output_dir=s.output_dir, blend_dir=os.path.dirname(blend) if blend else "", shot_uuid=s.shot_uuid,
+        shot_span=stored_span(s))
+
+
+def stored_span(s) -> tuple[int, int] | None:
+    """The span the scene's shot was last opened with (None before the first Track)."""
+    low, high = s.shot_span
+    return (low, high) if low <= high else None
 
 
 def plate_for_track(scene):
@@ -233,6 +274,19 @@ class Run(Task):
         else:
             result = item if isinstance(item, core.JobResult) else core.JobResult(error=f"internal error: {item!r}")
             report_from_timer(*finish(scene, self, result))
+
+    def failed(self, exc: Exception) -> None:
+        """The run ended on a bug in the add-on: the scene shows it and Track works again."""
+        text = f"internal error: {type(exc).__name__}: {exc} (see the console)"
+        scene = find_scene(self.name)
+        if scene is not None:
+            scene.mam2.running = False
+            scene.mam2.status = f"Error: {text}"
+        try:
+            _progress("end")
+        except Exception:
+            log.exception("mam2: ending the progress bar failed")
+        report_from_timer("ERROR", f"MAM2: {text}")
 
     def drained(self) -> None:
         scene = find_scene(self.name)
@@ -284,12 +338,13 @@ def report_from_timer(level: str, text: str) -> None:
         pass
 
 
-def redraw() -> None:
-    wm = bpy.context.window_manager
+def redraw(wm=None) -> None:
+    """Redraw the Compositor and Image Editors (Area.tag_redraw) of every window."""
+    wm = wm if wm is not None else bpy.context.window_manager
     for window in wm.windows if wm is not None else ():
         for area in window.screen.areas:
             if area.type in ("NODE_EDITOR", "IMAGE_EDITOR"):
-                area.tagredraw()
+                area.tag_redraw()
 
 
 class MAM2_OT_track(bpy.types.Operator):
@@ -323,8 +378,17 @@ class MAM2_OT_track(bpy.types.Operator):
             s.status = f"Error: {exc}"
             self.report({"ERROR"}, f"MAM2: {exc}")
             return {"CANCELLED"}
+        s.shot_span = job.span  # the next Track keeps this shot while its range fits in the span
         folder = output_folder(values.output_dir, job.shot)
-        os.makedirs(absolute(folder, values.blend_dir), exist_ok=True)
+        path = absolute(folder, values.blend_dir)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            s.status = f"Error: cannot make the alpha folder {path}: {reason}"
+            self.report({"ERROR"}, f"MAM2: cannot make the alpha folder {path}: {reason}; choose another Output "
+                                   "folder")
+            return {"CANCELLED"}
         run = Run(scene, image, node, job, folder + os.path.basename(job.output_pattern))
         s.shot, s.plate_node, s.running, s.progress = job.shot, node.name, True, 0.0
         s.status = f"Tracking files {job.first}-{job.last} on {job.address}..."

@@ -11,6 +11,7 @@ from bpy.props import (
     FloatProperty,
     FloatVectorProperty,
     IntProperty,
+    IntVectorProperty,
     PointerProperty,
     StringProperty,
 )
@@ -56,6 +57,13 @@ class MAM2Key(bpy.types.PropertyGroup):
 class MAM2Settings(bpy.types.PropertyGroup):
     shot_uuid: StringProperty(name="Shot UUID", description="this scene's MAM2 shot (kept across Save As and "
                                                             "renames; the server's shot id starts with it)")
+    shot_owner: StringProperty(name="Shot owner", description="the name of the scene the shot UUID was made or "
+                                                              "last used for: of two scenes with one UUID (a copied "
+                                                              "scene), the other one gets a new UUID")
+    shot_span: IntVectorProperty(name="Shot span", size=2, default=(0, -1),
+                                 description="the file frames the shot was opened with on the server at the last "
+                                             "Track (first > last: never): a tracked range inside it keeps the shot "
+                                             "and its cache")
     address: StringProperty(name="Server", default=wire.DEFAULT_ADDRESS,
                             description="ZeroMQ address of the MAM2 server")
     start_server: BoolProperty(name="Start server", default=True,
@@ -80,10 +88,15 @@ class MAM2Settings(bpy.types.PropertyGroup):
     running: BoolProperty(name="Running")
 
     def ensure_uuid(self, scene) -> str:
-        """This scene's shot UUID; a fresh one for a scene copied from another (two scenes, two shots)."""
-        if not self.shot_uuid or any(other != scene and other.mam2.shot_uuid == self.shot_uuid
-                                     for other in bpy.data.scenes if hasattr(other, "mam2")):
+        """This scene's shot UUID. A scene copied from another shares its UUID: the one not named as the
+        UUID's owner (the copy, "Scene.001") gets a fresh one, whichever of the two acts first, so the
+        original keeps its shot. A renamed scene with no twin keeps its UUID and becomes its owner."""
+        twins = self.shot_uuid and any(other != scene and other.mam2.shot_uuid == self.shot_uuid
+                                       for other in bpy.data.scenes if hasattr(other, "mam2"))
+        if not self.shot_uuid or (twins and self.shot_owner != scene.name):
             self.shot_uuid = uuid.uuid4().hex
+        if self.shot_owner != scene.name:
+            self.shot_owner = scene.name
         return self.shot_uuid
 
 

@@ -4,8 +4,8 @@
 #
 # Two layouts:
 #  * a folder written by `mam2 package nuke DIR`: DIR/python (mam2_nuke, mam2_client), DIR/gizmos, and
-#    DIR/site/cpXY-<os>-<arch>: pyzmq + msgpack unpacked from PyPI wheels for each Nuke Python
-#    (Nuke 14/15/16 = Python 3.9/3.10/3.11) and platform, chosen here at start-up;
+#    DIR/site/cpXY-<os>-<arch>: pyzmq + msgpack installed there by `pip install --target` for each Nuke
+#    Python (Nuke 14/15/16 = Python 3.9/3.10/3.11) and platform, chosen here at start-up;
 #  * the source tree, host_plugins/nuke: pyzmq and msgpack must then already be importable.
 # Nuke may run every init.py in one namespace: names defined here start with mam2/_mam2.
 import inspect

@@ -1,9 +1,10 @@
 """Array knobs (XY, BBox) and formats of the `nuke` stand-in.
 
-Modelled on Foundry's dev guide "Animation": keys only after setAnimated(); once animated,
-setValue() keys the current frame; getValueAt(t, i) evaluates keys (step-held between keys
-here, Nuke interpolates) and expressions (setExpression / `{{...}}` in a script) at t;
-isAnimated() is also true for expressions.
+Modelled on Foundry's dev guide "Animation" and the Array_Knob reference, per channel (index):
+keys only after setAnimated(channel) (-1, the default: every channel); once a channel is
+animated, setValue() keys it at the current frame; getValueAt(t, i) evaluates keys (step-held
+between keys here, Nuke interpolates) and expressions (setExpression / `{{...}}` in a script)
+at t; isAnimated(channel) is true for a channel with keys or an expression (-1: any channel).
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ class Array_Knob(Numeric):
 
     def __init__(self, name: str, label: str = "") -> None:
         super().__init__(name, label)
-        self._keys: dict[float, list[float]] | None = None  # None: not animated
+        self._curves: dict[int, dict[float, float]] = {}  # animated channel -> {time: key value}
 
     def _default(self):
         return [0.0] * self.SIZE
@@ -81,27 +82,38 @@ class Array_Knob(Numeric):
             self._value = self._convert(text)
         return True
 
+    def _channels(self, index: int) -> list[int]:
+        return list(range(self.SIZE)) if index == -1 else [self._index(index)]
+
     def setAnimated(self, index: int = -1) -> bool:
-        """Keys can be set from now on; the current value becomes a key at the current frame."""
+        """Keys can be set on the channel (-1: every channel) from now on; its current value becomes a key at
+        the current frame. An already animated channel keeps its keys."""
         self._live("setAnimated()")
-        if self._keys is None:
-            self._keys = {float(S.frame[0]): list(self._value)}
+        for i in self._channels(index):
+            if i not in self._curves:
+                self._curves[i] = {float(S.frame[0]): self._at(S.frame[0], i)}
         return True
 
     def isAnimated(self, index: int = -1) -> bool:
+        """The channel has keys or an expression; -1: any channel has."""
         self._live("isAnimated()")
-        return self._keys is not None or bool(self._expr)
+        if index == -1:
+            return bool(self._curves) or bool(self._expr)
+        return self._index(index) in self._curves or index in self._expr
 
     def isKeyAt(self, time, index: int = -1) -> bool:
         self._live("isKeyAt()")
-        return self._keys is not None and float(time) in self._keys
+        return any(float(time) in self._curves.get(i, {}) for i in self._channels(index))
 
     def removeKeyAt(self, time, index: int = -1) -> bool:
         self._live("removeKeyAt()")
-        if self._keys is None or float(time) not in self._keys or len(self._keys) == 1:
-            return False
-        del self._keys[float(time)]
-        return True
+        removed = False
+        for i in self._channels(index):
+            curve = self._curves.get(i, {})
+            if float(time) in curve and len(curve) > 1:
+                del curve[float(time)]
+                removed = True
+        return removed
 
     def value(self, index: int = 0):
         self._live("value()")
@@ -111,40 +123,42 @@ class Array_Knob(Numeric):
         return self.value(index)
 
     def setValue(self, value, index: int = -1) -> bool:
+        """Sets the channel (-1: every channel); an animated channel is keyed at the current frame."""
         self._live("setValue()")
-        if self._keys is not None:  # animated: keys the current frame
-            return self.setValueAt(value, S.frame[0], index)
-        if index == -1:
-            self._value = self._convert(value)
-        else:
-            self._value[self._index(index)] = float(value)
+        values = self._convert(value) if index == -1 else None
+        for i in self._channels(index):
+            v = values[i] if values is not None else float(value)
+            if i in self._curves:
+                self._curves[i][float(S.frame[0])] = v
+            else:
+                self._value[i] = v
         return True
 
     def setValueAt(self, value, time, index: int = -1) -> bool:
         self._live("setValueAt()")
-        if self._keys is None:
-            raise RuntimeError(f"nuke standin: {self._name}.setValueAt() before setAnimated() "
+        channels = self._channels(index)
+        still = [i for i in channels if i not in self._curves]
+        if still:
+            raise RuntimeError(f"nuke standin: {self._name}.setValueAt() on channel(s) {still} before setAnimated() "
                                "(Nuke's dev guide: a knob must be set to accept animation)")
-        values = self._held(float(time))
         if index == -1:
             values = self._convert(value)
         else:
             if not isinstance(value, (int, float)):
                 raise TypeError(f"{self._name}: setValueAt with an index takes one number")
-            values[self._index(index)] = float(value)
-        self._keys[float(time)] = values
+            values = {channels[0]: float(value)}
+        for i in channels:
+            self._curves[i][float(time)] = values[i]
         return True
-
-    def _held(self, time: float) -> list[float]:
-        if not self._keys:
-            return list(self._value)
-        before = [t for t in self._keys if t <= time] or [min(self._keys)]
-        return list(self._keys[max(before)])
 
     def _at(self, time, index: int = 0):
         if index in self._expr:
             return standin_eval.expression(self._expr[index], time, self._resolve)
-        return self._held(float(time))[index]
+        curve = self._curves.get(index)
+        if not curve:
+            return self._value[index]
+        before = [t for t in curve if t <= float(time)] or [min(curve)]
+        return curve[max(before)]
 
     def getValueAt(self, time, index: int = 0):
         self._live("getValueAt()")

@@ -1,7 +1,7 @@
 """The node's keyframes: which frames are prompts, and what each one uses (box, points, mask).
 
 The values live in the knobs: `Set key` puts an animation key on the box and the enabled points
-at that frame (Foundry dev guide, "Animation": setAnimated(), then setValueAt(value, time, index)),
+at that frame (Foundry dev guide, "Animation": setAnimated(index), then setValueAt(value, time, index)),
 except on indices driven by an expression (e.g. linked to a Tracker), which give their value at
 each key's frame through getValueAt. What each key uses, and the list itself, is JSON in the
 hidden `keys_data` knob; `key_list` and `keys_info` show it.
@@ -73,9 +73,11 @@ def _key_knob(knob, frame: int) -> None:
     if not free:
         return
     values = [knob.getValueAt(frame, i) for i in free]
-    if not knob.isAnimated():
-        knob.setAnimated()
     for i, value in zip(free, values):
+        # per channel: isAnimated() with no channel is also true when another channel only has an
+        # expression, and setValueAt keys only a channel set to accept animation (Array_Knob.setAnimated)
+        if not knob.isAnimated(i):
+            knob.setAnimated(i)
         knob.setValueAt(value, frame, i)
 
 

@@ -14,9 +14,6 @@ from mam2_client import Client, MAM2Error, launcher
 from . import runner
 from .common import deleted
 
-ACTIONS = ("status", "restart", "stop")
-
-
 def act(node, action: str) -> None:
     """Main thread: read the knobs, run `action` off the main thread, show the answer."""
     address = node["address"].value().strip()
