@@ -10,7 +10,6 @@ the artist sees scene frames. The plate's compositor Image node maps one to the 
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import re
 import struct
@@ -162,12 +161,11 @@ def exr_size(path: str) -> tuple[int, int]:
 
 
 def shot_id(shot_uuid: str, width: int, height: int, first: int, last: int, colorspace: str | None) -> str:
-    """The server's shot id: the scene's UUID (stable across Save As and renames) plus a digest of what
-    the server fixes per shot, so that another size, span or colour space is another shot. first..last
-    is the shot's span on the server (`track.shot_span`), not the tracked range: changing the tracked
-    range inside it keeps the shot, its plates and its finished alphas."""
-    digest = hashlib.sha1(f"{width}x{height}|{first}-{last}|{colorspace}".encode()).hexdigest()[:8]
-    return f"blender_{shot_uuid.replace('-', '')[:12]}_{digest}"
+    """The server's shot id (`track.shot_id`) for the scene's UUID, stable across Save As and renames:
+    another size, span or colour space is another shot. first..last is the shot's span on the server
+    (`track.shot_span`), not the tracked range: changing the tracked range inside it keeps the shot,
+    its plates and its finished alphas."""
+    return core.shot_id("blender", shot_uuid.replace("-", "")[:12], width, height, first, last, tag=colorspace or "")
 
 
 def output_folder(output_dir: str, shot: str) -> str:

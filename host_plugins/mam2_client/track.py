@@ -11,7 +11,6 @@ import hashlib
 import os
 import re
 import secrets
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -134,14 +133,13 @@ class JobResult:
     server: dict = field(default_factory=dict)  # the server's hello: engine, device, version
 
 
-def shot_id(host: str, script: str, node: str, width: int, height: int, first: int, last: int,
-            tag: str = "") -> str:
-    """A valid, stable shot id per (host, script, node, size, range[, tag]): other parameters get a new
-    shot. `tag` holds anything else open_shot fixes, e.g. the colour space. The range is the one the
-    shot is opened with: pass its `shot_span`, so that changing the tracked range keeps the shot."""
-    key = f"{host}|{script}|{node}|{width}x{height}|{first}-{last}" + (f"|{tag}" if tag else "")
-    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
-    name = SHOT_CHARS.sub("_", node).strip("_.-")[:60] or "node"
+def shot_id(host: str, key: str, width: int, height: int, first: int, last: int, tag: str = "") -> str:
+    """A valid, stable shot id per (host, key, size, range[, tag]): other parameters get a new shot.
+    `key` names the node or scene for good (its UUID: stable across Save As and renames); `tag` holds
+    anything else open_shot fixes, e.g. the colour space. The range is the one the shot is opened
+    with: pass its `shot_span`, so that changing the tracked range keeps the shot."""
+    digest = hashlib.sha1(f"{host}|{key}|{width}x{height}|{first}-{last}|{tag}".encode()).hexdigest()[:10]
+    name = SHOT_CHARS.sub("_", key).strip("_.-")[:60] or "node"
     return f"{host}_{name}_{digest}"
 
 
@@ -165,12 +163,6 @@ def frame_path(pattern: str, frame: int) -> str:
         width = len(m.group(1)) if m.group(1) else int(m.group(2) or 0)
         return f"{frame:0{width}d}"
     return PADDING.sub(pad, pattern, count=1)
-
-
-def alpha_pattern(output_dir: str, shot: str) -> str:
-    """printf-style path of the alpha sequence (Nuke's Read accepts %04d)."""
-    folder = output_dir.strip() or os.path.join(tempfile.gettempdir(), "mam2_alpha", shot)
-    return os.path.join(folder, f"{shot}.alpha.%04d.exr")
 
 
 def write_atomic(path: str, data: bytes | memoryview) -> None:

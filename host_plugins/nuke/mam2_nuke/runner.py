@@ -137,7 +137,7 @@ def _build(node, key: str, set_key: bool, scratch: str, notes: list[str]):
         raise Refused("the server address is empty (e.g. tcp://127.0.0.1:5557)")
     space = graph.colorspace(node)
     span = graph.shot_span(node, first, last)
-    shot = core.shot_id("nuke", "", key, width, height, *span, tag=space or "")
+    shot = core.shot_id("nuke", key, width, height, *span, tag=space or "")
     node["shot"].setValue(shot)
     folder, read_folder, warning = graph.alpha_folder(node, shot)
     try:
