@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from mam2_server.stages.base import FrameSource, Segmentation
-from mam2_server.stages.matte.cleanplate import CleanPlateEstimator
+from mam2_server.stages.matte.cleanplate import REACH, CleanPlateEstimator
 from mam2_server.stages.matte.seethrough import seethrough_alpha
 from mam2_server.stages.segment.common import resize
 
@@ -109,6 +109,8 @@ class SeeThrough:
 
     def begin_pass(self) -> None:
         self._previous = None
+        if self._plates is not None:
+            self._plates.begin_pass()
 
     def evidence(self, frame: int, linear_full: np.ndarray, lin: np.ndarray, mask: np.ndarray,
                  seg: Segmentation) -> Evidence | None:
@@ -117,8 +119,10 @@ class SeeThrough:
         lum = _luminance(lin)
         velocity = object_velocity(seg, frame, mask, lum, self._previous)
         self._previous = (frame, mask, lum)
-        if len(self.source.frames) < 3:
-            return None
+        if len(self.source.frames) < 3 or velocity is None:
+            return None  # no motion against the background measured: nothing counts as revealed
+        if max(abs(velocity[0]), abs(velocity[1])) * REACH < 0.5:
+            return None  # it covers the same pixels in every neighbour within reach
         if self._plates is None or self._plates.shape != shape:
             self._plates = CleanPlateEstimator(self.source, shape)
         around = cv2.dilate(mask.astype(np.uint8), _disc(max(2, int(0.03 * max(shape))))) > 0
