@@ -94,6 +94,45 @@ def test_exr_and_path_frames_match_raw(client, tmp_path):
             np.testing.assert_array_equal(alphas[frame], expected[frame], err_msg=encoding)
 
 
+def test_a_shared_plate_rewritten_after_put_frames_is_refused_at_propagate(client, server, tmp_path):
+    """The file read at propagate must be the one put_frames accepted (its digest is in the cache keys)."""
+    import os
+    from mam2_server.io import encode_image, write_image
+    frames = clip(5, seed=11)
+    paths = {f: str(tmp_path / f"plate.{f:04d}.exr") for f in range(1, 6)}
+    for f, path in paths.items():
+        write_image(path, frames[f - 1], channels=("R", "G", "B"), pixel_type="float", compression="none")
+    client.open_shot("rewritten", first=1, last=5, width=64, height=48)
+    assert client.put_frames("rewritten", paths, encoding="path") == [1, 2, 3, 4, 5]
+    client.add_prompt("rewritten", 1, box=BOX)
+    # frame 3 re-rendered in place after put_frames: same inode and size, other pixels, a later mtime
+    new = frames[:2] + [clip(1, seed=99)[0]] + frames[3:]
+    st = os.stat(paths[3])
+    data = encode_image(new[2], channels=("R", "G", "B"), pixel_type="float", compression="none")
+    with open(paths[3], "r+b") as f:
+        f.write(data)
+        f.truncate()
+    os.utime(paths[3], ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+    assert os.stat(paths[3]).st_ino == st.st_ino and os.stat(paths[3]).st_size == st.st_size
+    with pytest.raises(ServerError) as info:
+        client.propagate("rewritten")
+    assert info.value.code == "bad_frame", info.value
+    assert "frame 3" in info.value.message and paths[3] in info.value.message
+    assert "changed since put_frames" in info.value.message and "again" in info.value.message
+    found, missing = client.get_alpha("rewritten", range(1, 6))
+    assert sorted(found) == [1, 2] and missing == [3, 4, 5]  # frames finished before it are kept
+    with server.client() as other:  # the server goes on serving everyone
+        assert other.hello()["protocol"] == 1
+    assert client.put_frames("rewritten", {3: paths[3]}, encoding="path") == [3]
+    result = client.propagate("rewritten")
+    assert sorted(result.cached) == [1, 2] and sorted(result.computed) == [3, 4, 5]
+    expected = direct_alphas(FastEngine(), new, [Prompt(frame=1, box=BOX)])
+    for frame, alpha in result.alphas.items():
+        np.testing.assert_array_equal(alpha.to_numpy(), expected[frame])
+    stale = direct_alphas(FastEngine(), frames, [Prompt(frame=1, box=BOX)])
+    assert not np.array_equal(result.alphas[3].to_numpy(), stale[3])
+
+
 def test_retrack_from_corrected_keyframe_returns_only_changed_frames(client):
     frames = clip(10, seed=2)
     _upload(client, "retrack", frames)

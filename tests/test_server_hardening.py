@@ -456,6 +456,41 @@ def test_allow_path_holds_when_a_directory_is_swapped_for_a_link_after_the_check
     assert reader.plate(inside, lane).digest == plate.digest and st.st_ino == os.stat(inside).st_ino
 
 
+def test_a_plate_read_at_propagate_must_be_the_file_accepted_at_put_frames(tmp_path, monkeypatch):
+    """Replaced by another file (a new inode, even with the same bytes and mtime) before the read, or
+    rewritten while it is decoded: bad_frame, never pixels under the accepted file's digest."""
+    from mam2_server.protocol import ProtocolError
+    from mam2_server.server import files
+    reader = files.FileReader(None, 1 << 30, None)
+    lane = ("shot", "s")
+    frame = clip(1)[0]
+    path = _plate_file(tmp_path / "plate.exr", frame)
+    accepted = reader.plate(path, lane).digest
+    assert reader.pixels(path, lane, accepted=accepted).shape == (48, 64, 3)
+    st = os.stat(path)
+    _plate_file(tmp_path / "plate.exr", frame)  # the same pixels, written anew (a rename: a new inode)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(path).st_ino != st.st_ino
+    with pytest.raises(ProtocolError) as info:
+        reader.pixels(path, lane, accepted=accepted)
+    assert info.value.code == "bad_frame" and "changed since put_frames" in info.value.message, info.value
+    accepted = reader.plate(path, lane).digest
+    real_read = files.read_image
+
+    def rewritten_while_decoded(source):
+        image = real_read(source)
+        data = Path(path).read_bytes()
+        with open(path, "r+b") as f:  # in place: same inode and size, a new mtime
+            f.write(data)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        return image
+
+    monkeypatch.setattr(files, "read_image", rewritten_while_decoded)
+    with pytest.raises(ProtocolError) as info:
+        reader.pixels(path, lane, accepted=accepted)
+    assert info.value.code == "bad_frame" and "changed since put_frames" in info.value.message, info.value
+
+
 def test_a_mask_file_is_checked_from_its_header_before_it_is_decoded(tmp_path, monkeypatch):
     from mam2_server import protocol as P
     from mam2_server.protocol import ProtocolError

@@ -15,6 +15,10 @@ counted per *lane*, the one that asked (a client, or a shot's propagate), and a 
 with `max_hung` reads still running is refused at once: a client whose files sit on
 a dead mount uses up its own lane, not the reads of other clients or shots. A
 server-wide ceiling (`max_hung_total`) bounds the threads a dead disk can pin.
+
+A plate is accepted at put_frames under a digest of its real path, size, mtime and inode
+(`file_digest`), which goes into the shot's cache keys; at propagate its pixels are read only
+while the open file still has that digest (checked before and after decoding), else bad_frame.
 """
 from __future__ import annotations
 
@@ -79,17 +83,22 @@ class FileReader:
         def check() -> SharedPlate:
             with self._open_checked(path) as (real, st, source):
                 info = self._header(source, path)
-            key = f"{real}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()
-            return SharedPlate(str(real), hashlib.sha256(key).hexdigest()[:32], info)
+            return SharedPlate(str(real), file_digest(real, st), info)
         return self._within_budget(path, check, lane)
 
-    def pixels(self, path: str, lane: Lane, check: Callable[[ImageInfo], None] | None = None) -> np.ndarray:
+    def pixels(self, path: str, lane: Lane, check: Callable[[ImageInfo], None] | None = None,
+               accepted: str | None = None) -> np.ndarray:
         """(H, W, C) float32 pixels over the display window (masks, and plates at propagate).
 
         check: called with the file's header before its pixels are decoded (raise to refuse it),
-        so that a small compressed file declaring a huge image is refused unread."""
+        so that a small compressed file declaring a huge image is refused unread.
+        accepted: the digest `plate` gave the file at put_frames; the open file must still have it
+        (real path, size, mtime, inode, from its fstat) before and after its pixels are decoded,
+        else bad_frame: pixels of another file are never matted under the accepted file's digest."""
         def read() -> np.ndarray:
-            with self._open_checked(path) as (_, _, source):
+            with self._open_checked(path) as (real, st, source):
+                if accepted is not None:
+                    _check_unchanged(path, accepted, real, st)
                 if check is not None:
                     check(self._header(source, path))
                 try:
@@ -97,6 +106,12 @@ class FileReader:
                 except Exception as exc:  # noqa: BLE001 - OIIO reports bad files in many ways
                     raise ProtocolError(P.E_BAD_FRAME, f"{path!r} could not be read: "
                                                        f"{str(exc).replace(source, path)}") from None
+                if accepted is not None:  # rewritten in place while it was decoded? (/proc/self/fd/N: the open file)
+                    try:
+                        after = os.stat(source)
+                    except OSError:
+                        after = None
+                    _check_unchanged(path, accepted, real, after)
             return image.pixels if image.info.data_is_display else to_display_window(image)
         return self._within_budget(path, read, lane)
 
@@ -190,6 +205,20 @@ class FileReader:
         if "error" in out:
             raise out["error"]
         return out["value"]
+
+
+def file_digest(real: Path | str, st: os.stat_result) -> str:
+    """What identifies a shared file (`SharedPlate.digest`): its real path, size, mtime and inode."""
+    return hashlib.sha256(f"{real}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()[:32]
+
+
+def _check_unchanged(path: str, accepted: str, real: Path, st: os.stat_result | None) -> None:
+    """bad_frame unless the file (`st`: its stat, None when it could not be taken) still has the digest
+    it was accepted with."""
+    if st is None or file_digest(real, st) != accepted:
+        raise ProtocolError(P.E_BAD_FRAME, f"{path!r} changed since put_frames (its size, modification time or "
+                                           "inode differ, or the path now leads to another file): its pixels are "
+                                           "not those accepted; upload it again with put_frames")
 
 
 def _opened_path(fd: int) -> Path | None:

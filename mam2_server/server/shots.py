@@ -58,9 +58,10 @@ class ShotSource:
 class Shot:
     def __init__(self, disk: ShotDisk, *, shot: str, first: int, last: int, width: int, height: int,
                  colorspace: str | None, cache_frames: int = 4,
-                 read_shared: Callable[[str, tuple], np.ndarray] | None = None) -> None:
+                 read_shared: Callable[..., np.ndarray] | None = None) -> None:
         self.disk = disk
-        self.read_shared = read_shared  # (path, lane): shared-disk plates within the server's file budget
+        # (path, lane, accepted=digest): shared-disk plates within the server's file budget, checked unchanged
+        self.read_shared = read_shared
         self.id = shot
         self.first, self.last, self.width, self.height = first, last, width, height
         self.colorspace = colorspace
@@ -152,9 +153,17 @@ class Shot:
     def _plate(self, frame: int, stored: tuple[str, Path]) -> np.ndarray:
         """The frame's pixels in the shot's colour space, as stored."""
         digest, path = stored
-        # this shot's own lane: plates hanging on another shot's dead disk never starve its reads
-        read = None if self.read_shared is None else (lambda p: self.read_shared(p, ("shot", self.id)))
-        return self._cached((frame, "plate:" + digest), lambda: ShotDisk.read_frame(path, read))
+        read_shared = self.read_shared
+
+        def read(shared: str) -> np.ndarray:
+            # this shot's own lane: plates hanging on another shot's dead disk never starve its reads;
+            # `accepted`: the file must still be the one put_frames checked (its digest is in the cache keys)
+            try:
+                return read_shared(shared, ("shot", self.id), accepted=digest)
+            except ProtocolError as exc:
+                raise ProtocolError(exc.code, f"frame {frame} of shot {self.id!r}: {exc.message}") from None
+        return self._cached((frame, "plate:" + digest),
+                            lambda: ShotDisk.read_frame(path, None if read_shared is None else read))
 
     def display(self, frame: int, stored: tuple[str, Path]) -> np.ndarray:
         digest, _ = stored
@@ -239,7 +248,7 @@ class ShotStore:
     """The loaded shots in least-recently-used order, under a memory budget (bytes)."""
 
     def __init__(self, root: Path, memory_budget: int, cache_frames: int = 4, spill_compression: str = "none",
-                 read_shared: Callable[[str, tuple], np.ndarray] | None = None) -> None:
+                 read_shared: Callable[..., np.ndarray] | None = None) -> None:
         self.root = Path(root)
         self.spill_compression = spill_compression
         self.memory_budget = memory_budget

@@ -120,7 +120,8 @@ class ShotDisk:
         """(H, W, 3) float32 scene-linear RGB over the display window of a stored frame (NaN/inf -> 0).
 
         read_shared(path) reads a shared-disk plate (the server passes `FileReader.pixels`, which
-        keeps a hung disk from stalling the compute thread); default: read it directly."""
+        keeps a hung disk from stalling the compute thread and checks that the file is still the one
+        accepted at put_frames); default: read it directly, unchecked (tests)."""
         if path.suffix == ".path" and read_shared is not None:
             pixels = read_shared(path.read_text())
         else:
