@@ -16,38 +16,34 @@ import os
 import queue
 import shlex
 import threading
-import time
 from typing import Callable
 
 import bpy
-import zmq
 from bpy.app.handlers import persistent
 
 from . import masks, nodes
 from .jobspec import KeyValues, PanelValues, Refused, absolute, build_job, exr_size, output_folder
-from .mam2_client import Client, MAM2Error
 from .mam2_client import track as core
+from .mam2_client import worker
 from .props import preferences
 
 log = logging.getLogger(__name__)
 POLL_S = 0.1
-QUIT_WAIT_S = 3.0  # how long quitting waits for the workers' last replies before cutting their sockets
 INLINE_IN_BACKGROUND = True
 
 
-class Task:
+class Task(worker.Worker):
     """Work for a worker thread; `apply(item)` runs on the main thread for every item it posts and for
     its result. Returning from the worker puts the result (or the exception) in the mailbox. Its
-    sockets use its own zmq context, so quitting can end them (`detach_all`)."""
+    sockets use its own zmq context (worker.Worker), so quitting can end them (`detach_all`)."""
 
     def __init__(self, name: str, work: Callable[["Task"], object], apply: Callable[[object], None]) -> None:
+        super().__init__()
         self.name, self._work, self._apply = name, work, apply
         self.cancel = threading.Event()
         self.detached = False  # its file was closed: drain the mailbox, apply nothing
         self.done = False
         self.mailbox: queue.Queue = queue.Queue()
-        self.context = zmq.Context()
-        self._context_lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name=f"mam2-{name}", daemon=True)
         self.timer = self.poll  # one bound method, so that timers.is_registered/unregister find it
 
@@ -57,15 +53,8 @@ class Task:
         except Exception as exc:  # a bug must still reach the artist, not die in a thread
             log.exception("mam2: %s failed", self.name)
             result = exc
-        self.end_io()
+        self.close()
         self.mailbox.put(_Done(result))
-
-    def end_io(self) -> None:
-        """Terminate the task's zmq context: blocking calls in the worker raise ETERM; returns once the
-        worker has closed its sockets (either thread may call it)."""
-        with self._context_lock:
-            if not self.context.closed:
-                self.context.term()
 
     def post(self, item) -> None:
         self.mailbox.put(item)
@@ -162,21 +151,10 @@ def detach_all(quitting: bool = False) -> None:
         task.cancel.set()
         task.detached = True
         _detached.add(task)
-        job = getattr(task, "job", None)
-        if quitting and job is not None:
-            try:
-                with Client(job.address, timeout=1.0, retries=1) as client:
-                    client.cancel(shot=job.shot, wait=1.0)
-            except MAM2Error:
-                pass
     tasks.clear()
     if quitting:  # no worker may outlive this: a live thread at exit hangs Blender 4.5
-        deadline = time.monotonic() + QUIT_WAIT_S
-        for task in running + list(_detached):
-            task.thread.join(max(0.0, deadline - time.monotonic()))
-            if task.thread.is_alive():
-                task.end_io()
-                task.thread.join(QUIT_WAIT_S)
+        worker.cancel_on_servers((t.job.address, t.job.shot) for t in running if getattr(t, "job", None))
+        worker.end_workers(list(_detached))
     try:
         bpy.context.window_manager.progress_end()
     except (AttributeError, RuntimeError):

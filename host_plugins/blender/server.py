@@ -10,7 +10,7 @@ from functools import partial
 
 import bpy
 
-from .mam2_client import Client, MAM2Error, launcher
+from .mam2_client import MAM2Error, control, launcher
 from .ops import Task, redraw, report_from_timer, server_command, tasks
 
 _seen: dict[str, str] = {}  # address -> what the last Check found
@@ -27,8 +27,7 @@ def state(address: str) -> str:
     return _seen.get(address, "Not started here")
 
 
-def _describe(client: Client) -> str:
-    hello, status = client.hello(), client.status()
+def _describe(hello: dict, status: dict) -> str:
     return (f"mam2 {hello.get('server', '?')}, engine {hello.get('engine', '?')} on {hello.get('device', '?')}, "
             f"{len(status.get('shots', []))} shots, {len(status.get('jobs', []))} running")
 
@@ -51,11 +50,11 @@ def _start(name: str, address: str, work) -> bool:
 
 def _check(address: str, context) -> str:
     try:
-        with Client(address, timeout=2.0, retries=1, context=context) as client:
-            return ("Started here: " if launcher.started_server(address) else "Running (not started here): ") \
-                + _describe(client)
+        hello, status = control.check(address, context)
     except MAM2Error:
         return "Not answering"
+    return ("Started here: " if launcher.started_server(address) else "Running (not started here): ") \
+        + _describe(hello, status)
 
 
 def _stop(address: str, _context) -> str:  # stop_server asks with a client of its own
@@ -63,17 +62,12 @@ def _stop(address: str, _context) -> str:  # stop_server asks with a client of i
 
 
 def _restart(address: str, serve_args: tuple[str, ...], command: tuple[str, ...], context) -> str:
-    if launcher.started_server(address) is None:
-        try:
-            with Client(address, timeout=1.0, retries=1, context=context) as client:
-                client.hello()
-            return "Running, but not started here: restart it where it runs"
-        except MAM2Error:
-            pass
     try:
-        extra = {"command": command} if command else {}
-        with launcher.restart_server(address, serve_args=serve_args, context=context, **extra) as client:
-            return "Restarted: " + _describe(client)
+        client = control.restart(address, serve_args, command, context)
+        if client is None:
+            return "Running, but not started here: restart it where it runs"
+        with client:
+            return "Restarted: " + _describe(client.hello(), client.status())
     except MAM2Error as exc:
         return f"Could not start it: {exc}"
 

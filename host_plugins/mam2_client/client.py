@@ -13,55 +13,29 @@ token file; a server that refuses the login raises ServerError `unauthorized` at
     client.put_frames("sh010", {1001: "/shared/plate.1001.exr"}, encoding="path")
     client.add_prompt("sh010", 1001, box=(800, 200, 1200, 1000))
     result = client.propagate("sh010", on_progress=lambda done, total, frame: print(done, total))
+
+The socket, login, retries and cancel are `connection.Connection`'s; this module adds the typed
+ops and their data (Alpha, RawImage, PropagateResult), and re-exports the errors.
 """
 from __future__ import annotations
 
-import logging
 import os
-import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import msgpack
-import zmq
-from zmq.utils.monitor import recv_monitor_message
+from . import wire
+from .connection import Connection, MAM2Error, ServerError, ServerUnavailable
 
-from . import auth, wire
+__all__ = ["Alpha", "Client", "MAM2Error", "PropagateResult", "RawImage", "ServerError", "ServerUnavailable",
+           "wait_for_server"]
 
 try:  # optional: hosts without numpy get Alpha.data as bytes
     import numpy as _np
 except ImportError:  # pragma: no cover - exercised in a subprocess test
     _np = None
 
-log = logging.getLogger(__name__)
-
 ProgressCallback = Callable[[int, int, int], Any]  # (done, total, frame); return False to cancel
-
-
-class MAM2Error(Exception):
-    """Base class of client errors."""
-
-
-class ServerUnavailable(MAM2Error):
-    """No reply from the server within the timeout (after the retries)."""
-
-
-class _LoginRefused(Exception):
-    """The server refused the socket's handshake (ZeroMQ monitor `event`)."""
-
-    def __init__(self, event: int) -> None:
-        super().__init__(event)
-        self.event = event
-
-
-class ServerError(MAM2Error):
-    """The server answered with an error reply, or refused this client's login (code `unauthorized`)."""
-
-    def __init__(self, op: str, code: str, message: str) -> None:
-        super().__init__(f"{op}: {code}: {message}")
-        self.op, self.code, self.message = op, code, message
 
 
 @dataclass
@@ -101,199 +75,9 @@ class PropagateResult:
     alphas: dict[int, Alpha] = field(default_factory=dict)  # filled unless on_alpha was given
 
 
-class Client:
-    def __init__(self, address: str = wire.DEFAULT_ADDRESS, *, timeout: float = 10.0, retries: int = 3,
-                 frame_timeout: float = 600.0, curve_server_key: str | None = None,
-                 curve_client_secret: str | None = None, context: zmq.Context | None = None,
-                 token_file: str | os.PathLike | None = None) -> None:
-        """timeout: seconds to wait for a reply; retries: tries of idempotent calls before giving up;
-        frame_timeout: longest gap between two propagate messages (one frame's compute time);
-        curve_*: key files from `mam2 keys` for a server started with --curve;
-        token_file: the local server's token (default: $MAM2_TOKEN_FILE, else ~/.cache/mam2/token)."""
-        self.address = address
-        self.timeout = timeout
-        self.retries = max(1, retries)
-        self.frame_timeout = frame_timeout
-        self._curve = (curve_server_key, curve_client_secret) if curve_server_key else None
-        self._context = context or zmq.Context.instance()
-        self.token_file = token_file
-        # never hand this user's local secret to a remote server (those authenticate clients by CURVE key)
-        self._sends_token = self._curve is None and wire.is_loopback(address)
-        self._token: str | None = None  # as read from the token file when the socket connected
-        self._socket: zmq.Socket | None = None
-        self._monitor: zmq.Socket | None = None  # the socket's failed handshakes
-        self._running: tuple[str, str | None] | None = None  # (request id, shot) of the request in flight
-        self._lock = threading.Lock()
-        self._owner: int | None = None  # thread inside request(), to refuse re-entry from callbacks
+class Client(Connection):
+    """The protocol's ops as methods (see docs/protocol.md); Connection's arguments."""
 
-    # -- plumbing ---------------------------------------------------------------------
-    def _connect(self) -> zmq.Socket:
-        sock = self._context.socket(zmq.DEALER)
-        monitor = None
-        try:  # a bad key file or address: close what was made (open sockets keep the context from terminating)
-            sock.setsockopt(zmq.LINGER, 0)
-            if wire.is_ipv6(self.address):
-                sock.setsockopt(zmq.IPV6, 1)
-            if self._curve is not None:
-                from zmq.auth import load_certificate
-                server_public, _ = load_certificate(self._curve[0])
-                public, secret = load_certificate(self._curve[1])
-                sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = server_public, public, secret
-            elif self._sends_token:
-                self._token = auth.read_token(self.token_file)
-                auth.use_token(sock, self._token)
-            monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
-            # a send blocks only when no connection is left to queue it on: after a refused login (never retried)
-            sock.setsockopt(zmq.SNDTIMEO, int(self.timeout * 1000))
-            sock.connect(self.address)
-        except BaseException:
-            if monitor is not None:
-                try:
-                    sock.disable_monitor()
-                except zmq.ZMQError:
-                    pass
-                monitor.close(linger=0)
-            sock.close(linger=0)
-            raise
-        self._monitor = monitor
-        return sock
-
-    def _reset(self) -> None:
-        if self._socket is not None:
-            try:
-                self._socket.disable_monitor()
-            except zmq.ZMQError:
-                pass  # e.g. the host terminated the context (quitting): the sockets must still close,
-                # or the termination waits for them forever
-            finally:
-                self._monitor.close(linger=0)
-                self._socket.close(linger=0)
-                self._socket = self._monitor = None
-
-    def close(self) -> None:
-        with self._lock:
-            self._reset()
-
-    def __enter__(self) -> "Client":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _unavailable(self, op: str, tries: int, timeout: float) -> ServerUnavailable:
-        return ServerUnavailable(
-            f"no reply from the MAM2 server at {self.address} to '{op}' ({tries} tr{'y' if tries == 1 else 'ies'} "
-            f"of {timeout:g} s). Is `mam2 serve --address {self.address}` running? "
-            "(mam2_client.ensure_server() can start a local one.)")
-
-    def request(self, op: str, fields: Mapping[str, Any] | None = None, buffers: Sequence[Any] = (), *,
-                on_message: Callable[[dict, list], None] | None = None,
-                timeout: float | None = None, retry: bool | None = None) -> tuple[dict, list]:
-        """Send one request; return the final reply's (header, buffers). Errors raise ServerError.
-
-        on_message gets intermediate messages (progress, alpha). Idempotent ops are
-        retried on timeout unless retry=False.
-        """
-        timeout = self.timeout if timeout is None else timeout
-        tries = self.retries if (op in wire.IDEMPOTENT_OPS if retry is None else retry) else 1
-        rid = uuid.uuid4().hex
-        header = {wire.KEY_VERSION: wire.PROTOCOL_VERSION, wire.KEY_ID: rid, wire.KEY_OP: op, **(fields or {})}
-        if self._owner == threading.get_ident():
-            raise MAM2Error(f"'{op}' called from inside a callback of this Client's running request; use "
-                            "another Client (cancel() is fine: it has its own socket)")
-        message = [msgpack.packb(header, use_bin_type=True), *buffers]
-        with self._lock:
-            self._owner = threading.get_ident()
-            self._running = (rid, (fields or {}).get("shot"))
-            try:
-                return self._exchange(op, message, rid, tries, timeout, on_message)
-            finally:
-                self._owner = self._running = None
-
-    def _exchange(self, op: str, message: list, rid: str, tries: int, timeout: float,
-                  on_message: Callable[[dict, list], None] | None) -> tuple[dict, list]:
-        attempt = 1
-        while attempt <= tries:
-            try:
-                final = self._attempt(op, message, rid, timeout, on_message)
-            except _LoginRefused as refused:  # the request never reached the server
-                used = self._token
-                self._reset()
-                if self._sends_token and auth.read_token(self.token_file) != used:
-                    continue  # a server started since the file was read made a new token: log in again
-                raise ServerError(op, wire.E_UNAUTHORIZED, self._refused(refused.event, used)) from None
-            if final is not None:
-                return final
-            log.warning("mam2: no reply to %s from %s in %.1f s (try %d/%d)", op, self.address, timeout, attempt,
-                        tries)
-            if on_message is not None:  # a streaming job we stop waiting for must not run on;
-                self._stop_quietly(rid, wait=1.0)  # one short try: the server may well be dead
-            self._reset()  # Lazy Pirate: a fresh socket drops queued requests and stale replies
-            attempt += 1
-        raise self._unavailable(op, tries, timeout)
-
-    def _attempt(self, op: str, message: list, rid: str, timeout: float,
-                 on_message: Callable[[dict, list], None] | None) -> tuple[dict, list] | None:
-        """Send once, read up to the final reply; None when `timeout` passes without a message."""
-        if self._socket is None:
-            self._socket = self._connect()
-        self._check_login(0)  # refused while no request waited: that connection is gone for good
-        try:
-            self._socket.send_multipart(message, copy=False)
-        except zmq.Again:  # no connection to queue it on after SNDTIMEO: its login was refused just now?
-            self._check_login(100)
-            return None
-        poller = zmq.Poller()
-        poller.register(self._socket, zmq.POLLIN)
-        poller.register(self._monitor, zmq.POLLIN)
-        while True:
-            ready = dict(poller.poll(int(timeout * 1000)))
-            if self._monitor in ready:
-                self._check_login(0)
-            if self._socket not in ready:
-                return None
-            frames = self._socket.recv_multipart(copy=False)
-            try:
-                reply = msgpack.unpackb(frames[0].bytes, raw=False)
-            except Exception:  # noqa: BLE001
-                continue
-            if not isinstance(reply, dict) or reply.get(wire.KEY_ID) != rid:
-                continue  # a late reply to an earlier request
-            kind = reply.get(wire.KEY_KIND)
-            data = [f.buffer for f in frames[1:]]
-            if kind == wire.KIND_ERROR:
-                raise ServerError(op, reply.get("code", "?"), reply.get("message", ""))
-            if kind == wire.KIND_REPLY:
-                return reply, data
-            if on_message is not None:
-                try:
-                    on_message(reply, data)
-                except BaseException:
-                    self._stop_quietly(rid)  # a failing callback must not leave the server computing
-                    raise
-
-    def _check_login(self, wait_ms: int) -> None:
-        """Raise _LoginRefused if the server refused this socket's handshake (seen within `wait_ms`)."""
-        if self._monitor.poll(wait_ms):
-            raise _LoginRefused(recv_monitor_message(self._monitor)["event"])
-
-    def _refused(self, event: int, token: str | None) -> str:
-        if self._curve is not None:
-            return (f"the MAM2 server at {self.address} refused this client's CURVE key ({self._curve[1]}): "
-                    "its public key must be in the server's authorized/ directory (see `mam2 keys`)")
-        if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:  # e.g. a --curve server, or no MAM2 server at all
-            how = "a token" if self._sends_token else "no key"
-            return (f"the server at {self.address} expects another kind of login than this client's ({how}); "
-                    "a server started with --curve needs curve_server_key= and curve_client_secret=")
-        return auth.refused_message(self.address, self.token_file, token)
-
-    def _stop_quietly(self, rid: str, wait: float | None = None) -> None:
-        try:
-            self.cancel(rid, wait=wait)
-        except MAM2Error:
-            pass
-
-    # -- ops --------------------------------------------------------------------------------
     def hello(self) -> dict:
         """Server version, protocol, engines, device and limits."""
         return self.request(wire.OP_HELLO, {"client": "mam2_client"})[0]
@@ -409,30 +193,6 @@ class Client:
                 found[ref["frame"]] = _alpha(ref, buffers)
             missing.extend(reply["missing"])
         return found, missing
-
-    def cancel(self, request_id: str | None = None, *, shot: str | None = None,
-               wait: float | None = None) -> list[str]:
-        """Stop propagations: the request `request_id` (this Client's running one, or with its `shot`),
-        or every job of `shot`. Thread-safe: uses its own socket, which is why a request id is sent
-        with its shot (the server matches an id alone only against the sender's own jobs).
-        wait: seconds for a single try (default: this client's timeout and retries).
-        """
-        running = self._running
-        if request_id is not None and shot is None and running is not None and running[0] == request_id:
-            shot = running[1]
-        fields: dict[str, Any] = {}
-        if request_id is not None:
-            fields["target"] = request_id
-        if shot is not None:
-            fields["shot"] = shot
-        server_key, client_secret = self._curve or (None, None)
-        side = Client(self.address, timeout=self.timeout if wait is None else wait,
-                      retries=self.retries if wait is None else 1, context=self._context, token_file=self.token_file,
-                      curve_server_key=server_key, curve_client_secret=client_secret)
-        try:
-            return side.request(wire.OP_CANCEL, fields)[0]["cancelled"]
-        finally:
-            side.close()
 
     def close_shot(self, shot: str, *, purge: bool = False) -> dict:
         return self.request(wire.OP_CLOSE_SHOT, {"shot": shot, "purge": purge})[0]

@@ -9,10 +9,9 @@ A node deleted or a script closed while a job runs is expected: the job's entry 
 removed, and nothing is applied to a node that is gone.
 
 Closing the script (onScriptClose) cancels every run, on the server too. Nuke has no exit
-callback but finalises its Python (atexit): quitting waits up to QUIT_WAIT_S for the workers,
-then terminates the zmq context of each one still waiting on the server, which ends its blocking
-call, so that no thread holds a socket of a live context while the interpreter exits (that hangs
-an embedded Python's exit: Blender 4.5 does).
+callback but finalises its Python (atexit): quitting ends the workers as mam2_client.worker does
+(up to QUIT_WAIT_S for their last replies, then their zmq contexts are terminated), so that no
+thread holds a socket of a live context while the interpreter exits.
 """
 from __future__ import annotations
 
@@ -22,54 +21,28 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 
 import nuke
-import zmq
-from mam2_client import Client, MAM2Error
 from mam2_client import track as core
+from mam2_client import worker
 
 from . import graph, keys, plates
 from .common import Refused, deleted, fail
 
 log = logging.getLogger(__name__)
 PLATE_INPUT = 0
-QUIT_WAIT_S = 3.0  # how long quitting waits for the workers' last replies before cutting their sockets
-CANCEL_WAIT_S = 1.0  # one try at telling the server to cancel (it may be dead)
 
 
 @dataclass(eq=False)
-class Running:
-    """A job in flight: its cancel event, its own zmq context (so quitting can end its sockets), its thread."""
+class Running(worker.Worker):
+    """A job in flight: its cancel event, and (worker.Worker) its own zmq context and its thread."""
 
     address: str
     shot: str
     scratch: str = ""  # its temp folder (rendered plates and masks), if any
     cancel: threading.Event = field(default_factory=threading.Event, init=False)
     told_server: bool = field(default=False, init=False)  # told the server to cancel (script closed, quit)
-    context: zmq.Context = field(default_factory=zmq.Context, init=False)
-    thread: threading.Thread | None = field(default=None, init=False)
-    _term_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-
-    def close(self) -> None:
-        """The worker, once its work is done: close any socket left over and end the context."""
-        with self._term_lock:
-            if not self.context.closed:
-                self.context.destroy(linger=0)
-
-    def end_io(self, wait: float) -> bool:
-        """Another thread (quitting): terminate the context, so that a blocking call of the worker
-        raises ETERM and it closes its sockets. True once they are closed, False after `wait` seconds
-        (a worker stuck elsewhere, e.g. waiting for the main thread)."""
-        def term() -> None:
-            with self._term_lock:
-                if not self.context.closed:
-                    self.context.term()
-        helper = threading.Thread(target=term, name=f"mam2-end-{self.shot}", daemon=True)
-        helper.start()
-        helper.join(wait)
-        return not helper.is_alive()
 
 
 _jobs: dict[str, Running] = {}  # shot uuid -> the running job
@@ -268,26 +241,17 @@ def cancel_all() -> None:
     for job in running:
         job.cancel.set()
         job.told_server = True
-    for address, shot in sorted({(job.address, job.shot) for job in running}):
-        try:
-            with Client(address, timeout=CANCEL_WAIT_S, retries=1) as client:
-                client.cancel(shot=shot, wait=CANCEL_WAIT_S)
-        except (MAM2Error, zmq.ZMQError):
-            pass  # a dead server computes nothing
+    worker.cancel_on_servers((job.address, job.shot) for job in running)
 
 
 def quit_all() -> None:
     """atexit (Nuke quitting): cancel the runs, give the workers QUIT_WAIT_S for their last replies, then
-    cut the sockets of those still waiting and let them end."""
+    cut the sockets of those still waiting and let them end (worker.end_workers)."""
     workers = [w for w in [*_jobs.values(), *helpers] if w.thread is not None]
     if not workers:
         return
     cancel_all()
-    deadline = time.monotonic() + QUIT_WAIT_S
-    for worker in workers:
-        worker.thread.join(max(0.0, deadline - time.monotonic()))
-    for worker in workers:
-        if worker.thread.is_alive() and worker.end_io(wait=QUIT_WAIT_S):
-            worker.thread.join(QUIT_WAIT_S)
-        if worker.scratch:  # its _finish will not run
-            shutil.rmtree(worker.scratch, ignore_errors=True)
+    worker.end_workers(workers)
+    for running in workers:
+        if running.scratch:  # its _finish will not run
+            shutil.rmtree(running.scratch, ignore_errors=True)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import threading
 
 import nuke
-from mam2_client import Client, MAM2Error, launcher
+from mam2_client import MAM2Error, control, launcher
 
 from . import runner
 from .common import deleted
+
 
 def act(node, action: str) -> None:
     """Main thread: read the knobs, run `action` off the main thread, show the answer."""
@@ -44,7 +45,6 @@ def act(node, action: str) -> None:
 
 def describe(action: str, address: str, serve_args, shot: str, context=None) -> str:
     """Do `action` and say what runs at `address` now; never raises. context: the zmq context to use."""
-    sockets = {"context": context} if context is not None else {}
     try:
         if action == "stop":
             if not launcher.stop_server(address):
@@ -52,11 +52,11 @@ def describe(action: str, address: str, serve_args, shot: str, context=None) -> 
                         "(stop it where it runs, e.g. Ctrl+C on `mam2 serve`)")
             return f"{address}: stopped the server this Nuke started"
         if action == "restart":
-            if launcher.started_server(address) is None and _answers(address, sockets):
+            client = control.restart(address, serve_args, context=context)
+            if client is None:
                 return f"{address}: not started by this Nuke, so not restarted here (restart it where it runs)"
-            launcher.restart_server(address, serve_args=serve_args, **sockets).close()
-        with Client(address, timeout=2.0, retries=1, **sockets) as client:
-            hello, status = client.hello(), client.status()
+            client.close()
+        hello, status = control.check(address, context)
     except MAM2Error as exc:
         return f"{address}: {exc}"
     except Exception as exc:  # e.g. a malformed address (zmq), an unwritable log folder: a line, not a traceback
@@ -73,15 +73,6 @@ def describe(action: str, address: str, serve_args, shot: str, context=None) -> 
     keys = ", ".join(str(k) for k in info.get("keyframes", ())) or "none"
     return (text + f"; shot: {info.get('received')} frames received, keys {keys}"
             + (", tracking" if info.get("busy") else ""))
-
-
-def _answers(address: str, sockets: dict) -> bool:
-    try:
-        with Client(address, timeout=1.0, retries=1, **sockets) as client:
-            client.hello()
-        return True
-    except MAM2Error:
-        return False
 
 
 def _show(node, text: str) -> None:
