@@ -6,7 +6,7 @@ client vendored as `./mam2_client` and the pyzmq + msgpack wheels. The bpy modul
 imported in `register`, so the bpy-free ones (jobspec) load in any Python.
 """
 
-_MODULES = ("props", "ops", "server", "plate", "keys", "viewport", "ui")
+_MODULES = ("props", "background", "ops", "server", "plate", "keys", "viewport", "ui")
 
 
 def _modules():

@@ -10,8 +10,9 @@ from functools import partial
 
 import bpy
 
+from .background import Task, redraw, report_from_timer, tasks
 from .mam2_client import MAM2Error, control, launcher
-from .ops import Task, redraw, report_from_timer, server_command, tasks
+from .ops import server_command
 
 _seen: dict[str, str] = {}  # address -> what the last Check found
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import bpy
 
 from . import nodes, server
+from .background import tasks
 from .keys import active_key
-from .ops import tasks
 
 
 class MAM2_UL_keys(bpy.types.UIList):
