@@ -72,8 +72,14 @@ class Prompt:
         if self.mask is not None and self.mask.shape != (height, width):
             raise PromptError(f"frame {self.frame}: mask is {self.mask.shape[1]}x{self.mask.shape[0]}, "
                               f"the frame is {width}x{height}")
+        if self.mask is not None and self.box is None and not self.points and (self.mask > 0.5).all():
+            named = f" {self.mask_path}" if self.mask_path else ""
+            raise PromptError(f"frame {self.frame}: the mask{named} covers the whole frame, so nothing is background "
+                              "(the object is where its A channel, else its first channel, is above 0.5)")
         if self.mask is not None and self.box is None and not self.points and not (self.mask > 0.5).any():
-            raise PromptError(f"frame {self.frame}: the mask is empty")
+            named = f" {self.mask_path}" if self.mask_path else ""
+            raise PromptError(f"frame {self.frame}: the mask{named} is empty (nothing of its A channel, else its "
+                              "first channel, is above 0.5)")
 
     def clipped_box(self, width: int, height: int) -> tuple[int, int, int, int] | None:
         """The box as integer pixel bounds clipped to the frame (x0, y0, x1, y1; x1/y1 exclusive)."""
@@ -111,6 +117,9 @@ class Prompt:
         read with `mam2_server.io.mask.read_mask`."""
         if not isinstance(obj, dict) or "frame" not in obj:
             raise PromptError(f"a prompt is an object with a 'frame' key, got {obj!r}")
+        frame = obj["frame"]
+        if isinstance(frame, bool) or not isinstance(frame, int):  # 1001.7 or "1001" is a typo, not a frame
+            raise PromptError(f"'frame' is a whole frame number, got {frame!r}")
         unknown = set(obj) - {"frame", "box", "points", "mask"}
         if unknown:
             raise PromptError(f"unknown prompt keys {sorted(unknown)} (allowed: frame, box, points, mask)")
@@ -150,7 +159,7 @@ def load_prompts(path: str | Path) -> list[Prompt]:
     (mask paths relative to the file's folder)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM, as Notepad writes it, is fine
     except FileNotFoundError:
         raise PromptError(f"prompt file not found: {path}") from None
     except json.JSONDecodeError as exc:

@@ -9,6 +9,7 @@ from typing import Collection, Sequence
 from tqdm import tqdm
 
 from mam2_server.engines import Engine
+from mam2_server.io.image import with_colour_tag
 from mam2_server.io.sequence import SequencePattern
 from mam2_server.io.source import SequenceSource, write_alpha_frame, write_rgba_frame
 from mam2_server.prompts import Prompt
@@ -39,18 +40,22 @@ def matte_shot(source: SequenceSource, prompts: Sequence[Prompt], engine: Engine
     """
     pattern = SequencePattern(output)
     rgba_pattern = SequencePattern(rgba) if rgba else None
-    for p in (pattern, rgba_pattern):
-        if p is not None:
-            p.path(source.frames[0]).parent.mkdir(parents=True, exist_ok=True)
     total = len(source.frames) if only is None else len(set(only) & set(source.frames))
     report = MatteReport()
     start = time.perf_counter()
     with tqdm(total=total, desc=f"{engine.name}", unit="frame", disable=not progress, leave=False) as bar:
         for result in engine.run(source, prompts, only=only):
             like = source.info(result.frame)
+            for p in (rgba_pattern, pattern):  # made with the first frame: a run refused earlier leaves nothing
+                if p is not None:
+                    p.path(result.frame).parent.mkdir(parents=True, exist_ok=True)
             if rgba_pattern is not None:  # first: a frame whose alpha exists is complete (batch resume)
                 plate = source.linear(result.frame)
-                write_rgba_frame(rgba_pattern, result.frame, premultiplied_rgba(plate, result.alpha), like)
+                if not source.colour.is_linear:  # decoded to the working space: tag it so, not as the plate
+                    rgba_like = with_colour_tag(like.copy(), source.colour.linear_space)
+                else:
+                    rgba_like = like
+                write_rgba_frame(rgba_pattern, result.frame, premultiplied_rgba(plate, result.alpha), rgba_like)
             write_alpha_frame(pattern, result.frame, result.alpha, like=like)
             report.written.append(result.frame)
             bar.update(1)

@@ -100,3 +100,67 @@ def test_integer_plates_default_to_srgb_and_float_plates_to_linear(tmp_path):
     # an explicit colour space wins over the default
     raw = SequenceSource(str(tmp_path / "p.####.png"), colour=ColourConverter(colorspace="lin_rec709"))
     assert abs(float(raw.linear(1)[0, 0, 0]) - 0.5) < 2e-3
+
+
+def test_a_mask_saved_with_an_opaque_alpha_uses_its_colour_and_a_full_frame_mask_is_refused(tmp_path):
+    shape = np.zeros((H, W, 4), np.float32)
+    shape[10:20, 5:15, :3] = 1.0  # a white shape on black ...
+    shape[..., 3] = 1.0  # ... saved with alpha 255 everywhere (a PNG export with no transparency)
+    write_image(tmp_path / "opaque_alpha.png", shape, channels=("R", "G", "B", "A"))
+    m = read_mask(tmp_path / "opaque_alpha.png")
+    assert m.sum() == 100 and m[15, 10] == 1
+    write_image(tmp_path / "all.png", np.ones((H, W, 1), np.float32), channels=("Y",))
+    full = Prompt(frame=1, mask=read_mask(tmp_path / "all.png"), mask_path=str(tmp_path / "all.png"))
+    with pytest.raises(PromptError, match="all.png covers the whole frame"):
+        full.validate(W, H)
+
+
+def test_matte_refuses_an_output_over_its_plates_and_leaves_nothing_when_refused(tmp_path, capsys):
+    pattern, truth = _plates(tmp_path / "plates")
+    write_image(tmp_path / "roto.exr", truth[..., None], channels=("A",))
+    before = (tmp_path / "plates" / "plate.0001.exr").read_bytes()
+    same = str(tmp_path / "plates" / "plate.%04d.exr")  # the input under another spelling
+    assert main(["matte", pattern, "-o", same, "--mask", str(tmp_path / "roto.exr"), "--quiet"]) == 2
+    assert "overwrite the plates" in capsys.readouterr().err
+    assert (tmp_path / "plates" / "plate.0001.exr").read_bytes() == before
+    # a prompt refused once the plates are read (an empty mask, named) leaves no output folder behind
+    write_image(tmp_path / "empty.exr", np.zeros((H, W, 1), np.float32), channels=("A",))
+    out = tmp_path / "out" / "alpha.####.exr"
+    assert main(["matte", pattern, "-o", str(out), "--mask", str(tmp_path / "empty.exr"), "--quiet"]) == 2
+    assert "empty.exr is empty" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_prompt_files_take_a_bom_and_refuse_frames_that_are_not_whole_numbers(tmp_path):
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps([{"frame": 2, "box": [1, 2, 30, 40]}]).encode())
+    assert load_prompts(tmp_path / "bom.json")[0].frame == 2
+    for bad in (1001.7, "1001", True):
+        (tmp_path / "bad.json").write_text(json.dumps([{"frame": bad, "box": [1, 2, 30, 40]}]))
+        with pytest.raises(PromptError, match="whole frame number"):
+            load_prompts(tmp_path / "bad.json")
+
+
+def test_outputs_of_srgb_plates_carry_no_plate_colour_tag(tmp_path):
+    pattern, truth = _plates(tmp_path / "plates", suffix="png")
+    write_image(tmp_path / "roto.png", truth[..., None], channels=("Y",))
+    assert "srgb" in read_image(tmp_path / "plates" / "plate.0001.png").info.metadata.get("oiio:ColorSpace", "").lower()
+    out, rgba = tmp_path / "out" / "alpha.####.exr", tmp_path / "out" / "rgba.####.exr"
+    assert main(["matte", pattern, "-o", str(out), "--rgba", str(rgba), "--mask", str(tmp_path / "roto.png"),
+                 "--quiet"]) == 0
+    alpha_tags = read_image(tmp_path / "out" / "alpha.0001.exr").info.metadata
+    assert "oiio:ColorSpace" not in alpha_tags and "colorInteropID" not in alpha_tags  # a matte is data
+    rgba_tags = read_image(tmp_path / "out" / "rgba.0001.exr").info.metadata
+    assert "lin_rec709" in rgba_tags.get("oiio:ColorSpace", "")  # decoded to linear, and tagged so
+
+
+def test_batch_check_finds_masks_that_do_not_fit_the_plates(tmp_path, capsys):
+    pattern, truth = _plates(tmp_path / "sh010")
+    write_image(tmp_path / "small.exr", np.ones((10, 10, 1), np.float32), channels=("A",))
+    write_image(tmp_path / "empty.exr", np.zeros((H, W, 1), np.float32), channels=("A",))
+    manifest = {"shots": [{"name": f"s{i}", "input": pattern, "output": str(tmp_path / f"o{i}" / "a.####.exr"),
+                           "prompts": [{"frame": 1, "mask": m}]} for i, m in enumerate(("small.exr", "empty.exr"))]}
+    (tmp_path / "shots.json").write_text(json.dumps(manifest))
+    assert main(["batch", str(tmp_path / "shots.json"), "--check"]) == 2
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "10x10" in text and "empty.exr is empty" in text  # before any task starts, not at render time

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Collection, Sequence
 
 from mam2_server.engines import DEFAULT_ENGINE, EngineConfig
+from mam2_server.io.image import ImageIOError, read_info
 from mam2_server.io.sequence import SequencePattern, format_frame_range, parse_frame_range
 from mam2_server.prompts import Prompt, PromptError, keyframes, load_prompts
 
@@ -194,7 +195,8 @@ def _read_shot_prompts(shot: Shot, value: object, base: Path, fatal: list[str], 
 
 
 def check_shot(shot: Shot) -> list[str]:
-    """The shot's data problems, found without reading any pixels: plates present, keyframes in range."""
+    """The shot's data problems, found without reading any plate's pixels: plates present, keyframes in
+    range, prompts (boxes, points, masks) fitting the first plate's display window."""
     problems = list(shot.problems)
     if not shot.input:
         return problems
@@ -212,6 +214,16 @@ def check_shot(shot: Shot) -> list[str]:
     if shot.prompts and outside and frames:
         problems.append(f"prompts: keyframe(s) {format_frame_range(outside)} outside the shot's frames "
                         f"{format_frame_range(frames)}")
+    try:  # boxes, points and masks against the plates' size, from the first plate's header
+        info = read_info(pattern.path(existing[0]))
+    except ImageIOError as exc:
+        problems.append(f"input {shot.input}: {exc}")
+        return problems
+    for prompt in shot.prompts:
+        try:
+            prompt.validate(info.full_width, info.full_height)
+        except PromptError as exc:
+            problems.append(f"prompts: {exc}")
     return problems
 
 

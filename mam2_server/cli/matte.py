@@ -93,6 +93,11 @@ def collect_prompts(args: argparse.Namespace, first_frame: int) -> list[Prompt]:
 
 
 def check_outputs(args: argparse.Namespace) -> None:
+    far = 123456789  # more digits than any padding: two patterns name the same files iff these match
+    plates = SequencePattern(args.input).path(far).resolve()
+    for flag, value in (("-o", args.output), ("--rgba", args.rgba)):
+        if value and SequencePattern(value).path(far).resolve() == plates:
+            raise CLIError(f"{flag} {value} is the input {args.input}: it would overwrite the plates")
     if not args.rgba:
         return
     rgba, alpha = SequencePattern(args.rgba), SequencePattern(args.output)

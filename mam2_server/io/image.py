@@ -227,9 +227,29 @@ def write_alpha(path: str | Path, alpha: np.ndarray, *, like: ImageInfo | None =
         alpha = alpha.copy()
         sanitise(alpha, str(path))  # a NaN in a matte wrecks a comp downstream
     png = Path(path).suffix.lower() == ".png"
-    info = None if like is None else like.copy(channels=("Y",) if png else ("A",))
+    info = None if like is None else without_colour_tags(like.copy(channels=("Y",) if png else ("A",)))
     return write_image(path, alpha[..., None], channels=("Y",) if png else ("A",), info=info,
                        pixel_type="uint16" if png else "half", compression="zip")
+
+
+COLOUR_TAGS = ("oiio:ColorSpace", "colorInteropID")  # the attributes that name a file's colour space
+
+
+def without_colour_tags(info: ImageInfo) -> ImageInfo:
+    """`info` (a copy to modify) without colour-space attributes: a matte is data, not colour, and must
+    not be colour-converted by whatever reads it (a plate's sRGB tag would be)."""
+    for key in COLOUR_TAGS:
+        info.metadata.pop(key, None)
+        info.attribute_types.pop(key, None)
+    return info
+
+
+def with_colour_tag(info: ImageInfo, colorspace: str) -> ImageInfo:
+    """`info` (a copy to modify) tagged as `colorspace` (OIIO's oiio:ColorSpace; any other colour
+    attribute of the plate dropped, as it named the plate's encoding)."""
+    info = without_colour_tags(info)
+    info.metadata["oiio:ColorSpace"] = colorspace
+    return info
 
 
 # ----------------------------------------------------------------------------- bytes
