@@ -44,6 +44,12 @@ def test_read_mask_uses_alpha_else_first_channel_and_the_display_window(tmp_path
     write_image(tmp_path / "bbox.exr", np.ones((8, 10, 1), np.float32), channels=("A",), info=info)
     m = read_mask(tmp_path / "bbox.exr")
     assert m.shape == (H, W) and m.sum() == 80 and m[20:28, 30:40].all()
+    # a rectangular roto shape filling its bbox, with colour: its uniform A is the shape, not the colour
+    rgba_box = np.ones((8, 10, 4), np.float32)
+    rgba_box[..., 0] = np.linspace(0.0, 1.0, 10)[None, :]
+    info4 = ImageInfo(30, 20, 10, 8, 0, 0, W, H, ("R", "G", "B", "A"), "half")
+    write_image(tmp_path / "bbox_rgba.exr", rgba_box, channels=("R", "G", "B", "A"), info=info4)
+    assert read_mask(tmp_path / "bbox_rgba.exr").sum() == 80
 
 
 def test_prompt_json_reads_mask_paths_relative_to_the_file(tmp_path):

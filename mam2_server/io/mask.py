@@ -23,8 +23,11 @@ def read_mask(path: str | Path) -> np.ndarray:
     channel = names.index("A") if "A" in names else 0
     colour = [i for i, n in enumerate(names) if n != "A"]
     px = image.pixels
-    if "A" in names and colour and np.ptp(px[..., channel]) == 0 and np.ptp(px[..., colour[0]]) > 0:
-        channel = colour[0]  # an opaque (or empty) alpha says nothing: the shape is in the colour
+    # an alpha the same over the whole frame says nothing: the shape is in the colour (a data window
+    # smaller than the frame is a shape's bbox, whose alpha may well be uniform inside it)
+    if ("A" in names and colour and image.info.data_is_display and np.ptp(px[..., channel]) == 0
+            and np.ptp(px[..., colour[0]]) > 0):
+        channel = colour[0]
     image.pixels = np.ascontiguousarray(px[..., channel:channel + 1])
     full = to_display_window(image)[..., 0]
     if not np.isfinite(full).all():
