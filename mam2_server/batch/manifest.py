@@ -18,7 +18,6 @@ log = logging.getLogger(__name__)
 DEFAULT_KEYS = {"engine", "checkpoint", "device", "colorspace"}
 SHOT_KEYS = {"name", "input", "output", "prompts", "frames", "colorspace", "rgba", "engine", "checkpoint"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
-_FAR_FRAME = 123456789  # formats with more digits than any padding: two patterns collide iff these match
 
 
 class ManifestError(ValueError):
@@ -60,10 +59,6 @@ def _opt_str(obj: dict, key: str, where: str, problems: list[str]) -> str | None
         problems.append(f"{where}: {key!r} must be a non-empty string, got {value!r}")
         return None
     return value
-
-
-def _pattern_key(pattern: str) -> Path:
-    return SequencePattern(pattern).path(_FAR_FRAME).resolve()
 
 
 def load_manifest(path: str | Path, *, engine: str | None = None, checkpoint: str | None = None,
@@ -145,11 +140,11 @@ def load_manifest(path: str | Path, *, engine: str | None = None, checkpoint: st
             if suffix not in allowed:
                 fatal.append(f"{where}: {key} {value}: needs a {' or '.join(allowed)} pattern")
             writer = f"shot {name} ({key})"
-            other = writers.setdefault(_pattern_key(value), writer)
+            other = writers.setdefault(SequencePattern(value).files_key(), writer)
             if other != writer:
                 fatal.append(f"{where}: {key} {value} writes the same files as {other}")
         if "input" in patterns:
-            inputs.setdefault(_pattern_key(patterns["input"]), f"shot {name}")
+            inputs.setdefault(SequencePattern(patterns["input"]).files_key(), f"shot {name}")
 
         shot = Shot(name=name, input=patterns.get("input", ""), output=patterns.get("output", ""),
                     rgba=patterns.get("rgba"),
@@ -171,8 +166,9 @@ def load_manifest(path: str | Path, *, engine: str | None = None, checkpoint: st
     for shot in shots:  # an output over some shot's plates would destroy them
         for key in ("output", "rgba"):
             value = getattr(shot, key)
-            if value and _pattern_key(value) in inputs:
-                fatal.append(f"shot {shot.name}: {key} {value} is the input of {inputs[_pattern_key(value)]}")
+            over = inputs.get(SequencePattern(value).files_key()) if value else None
+            if over:
+                fatal.append(f"shot {shot.name}: {key} {value} is the input of {over}")
     if fatal:
         raise ManifestError(path, fatal)
     return Manifest(path=path, shots=shots)

@@ -93,10 +93,9 @@ def collect_prompts(args: argparse.Namespace, first_frame: int) -> list[Prompt]:
 
 
 def check_outputs(args: argparse.Namespace) -> None:
-    far = 123456789  # more digits than any padding: two patterns name the same files iff these match
-    plates = SequencePattern(args.input).path(far).resolve()
+    plates = SequencePattern(args.input).files_key()
     for flag, value in (("-o", args.output), ("--rgba", args.rgba)):
-        if value and SequencePattern(value).path(far).resolve() == plates:
+        if value and SequencePattern(value).files_key() == plates:
             raise CLIError(f"{flag} {value} is the input {args.input}: it would overwrite the plates")
     if not args.rgba:
         return

@@ -62,6 +62,11 @@ class SequencePattern:
         """The file of `frame`, e.g. plate.####.exr -> plate.1001.exr."""
         return self.directory / f"{self._prefix}{self._number(frame)}{self._suffix}"
 
+    def files_key(self) -> Path:
+        """A path two patterns share exactly when they name the same files (resolved, and numbered with a
+        frame of more digits than any padding, so plate.####.exr and plate.%04d.exr match)."""
+        return self.path(123456789).resolve()
+
     def frame_of(self, path: str | Path) -> int | None:
         """The frame number of a file name of this sequence, or None if it is not one."""
         match = self._regex.match(Path(path).name)

@@ -22,6 +22,7 @@ import secrets
 import shutil
 import stat
 import sys
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import zmq
@@ -141,15 +142,16 @@ def zap_logger() -> logging.Logger:
     return logger
 
 
-class _Authenticator:
+class _Authenticator(ABC):
     """ZeroMQ's authenticator thread (ZAP) for the context; `apply_server` sets up a server socket."""
 
     def __init__(self, context: zmq.Context) -> None:
         self.auth = ThreadAuthenticator(context, log=zap_logger())
         self.auth.start()
 
+    @abstractmethod
     def apply_server(self, socket: zmq.Socket) -> None:
-        raise NotImplementedError
+        """Make `socket` a server of this mechanism (PLAIN with the owner's token, or CURVE)."""
 
     def stop(self) -> None:
         self.auth.stop()
