@@ -105,3 +105,35 @@ def test_a_thin_part_keeps_its_core_on_frames_larger_than_the_proxy():
     # pixels here), not 3/4 of it counted in proxy pixels (1.5)
     assert (tri[292, 200:1000] == 0.5).all() and (tri[296, 200:1000] == 0.5).all()
     assert tri[150, 600] == 1.0 and (tri[150, 450:750] == 0.5).any()  # the disc: a core and a band
+
+
+def test_the_ring_the_cut_grew_around_a_drawn_mask_is_unknown():
+    # a drawn mask is where the user put the edge; the cut may grow it into a ring of what looks like
+    # it (a soft edge's fainter part as readily as a tight mask's missing rim): that ring is for the
+    # matte stage to decide, the drawn inside stays sure foreground
+    t = AdaptiveTrimapper()
+    t.begin_pass(None, Pass(1, FORWARD, (1,)), {1: Prompt(frame=1, mask=square_mask())})
+    drawn = square_mask() > 0
+    grown = square_mask(24, 72, 8, 56)
+    tri = t.process(images(), Segmentation(grown, {"drawn": True, "drawn_mask": drawn}))
+    assert (tri[32, 24:30] == 0.5).all() and (tri[32, 66:72] == 0.5).all()
+    assert tri[32, 48] == 1.0 and tri[2, 2] == 0.0
+    t.begin_pass(None, Pass(1, FORWARD, (1,)), {1: Prompt(frame=1, mask=square_mask())})
+    tri = t.process(images(), Segmentation(grown, {"drawn": True}))  # without it, the ring is sure
+    assert tri[32, 27] == 1.0
+
+
+def test_the_tracker_hands_the_drawn_mask_to_the_trimap_on_its_keyframe_only():
+    from mam2_server.io import ArraySource
+    from mam2_server.stages.segment.tracker import FlowTracker
+    yy, xx = np.mgrid[0:H, 0:W]
+    frames = [np.where((np.hypot(xx - 40 - 3 * i, yy - 32) < 14)[..., None], 0.7, 0.1 + 0.05 * ((xx // 4) % 2)[..., None])
+              .astype(np.float32) * np.ones(3, np.float32) for i in range(3)]
+    src = ArraySource(frames, first_frame=1)
+    drawn = (np.hypot(xx - 40, yy - 32) < 11).astype(np.float32)
+    tr = FlowTracker()
+    tr.begin_pass(src, Pass(1, FORWARD, (1, 2, 3)), {1: Prompt(frame=1, mask=drawn)})
+    segs = [tr.process(FrameImages(f, src.linear(f), src.display(f))) for f in (1, 2, 3)]
+    assert segs[0].extras["drawn"] and (segs[0].extras["drawn_mask"] == (drawn > 0.5)).all()
+    assert (segs[0].mask > 0.5).sum() > drawn.sum()  # the cut grew the tight mask towards the disc's edge
+    assert all("drawn_mask" not in s.extras for s in segs[1:])

@@ -12,7 +12,10 @@ Tried and dropped (docs/benchmarks.md): a uniform layer's colour line (the pixel
 towards the layer's colour) to reach flat backgrounds, which made multi-coloured opaque objects
 partly see-through; and a background filled in from around the object for layers that never move
 off it, which did the same to well-segmented opaque objects in real photographs as often as it
-helped.
+helped; and the background's texture carried through a layer that moves against it but never off
+it (a window fitting the neighbour aligned on the background, not the one moved with the object),
+which paid on glass only, needs the object's own motion that a tracked see-through mask does not
+have, and read a rotating opaque object's slow middle as see-through.
 
 Evidence is per pixel: `alpha` its estimate, `confidence` how far to trust it (0: none).
 """

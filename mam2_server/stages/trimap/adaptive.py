@@ -9,7 +9,9 @@ Width per pixel (proxy resolution) grows with
 
 and shrinks where the image has a strong edge exactly on the mask edge (hard edge). Around a
 mask the user drew, on its keyframe, the band is the narrowest: the cut only grew it, so its
-edge is where the user put it or just outside.
+edge is where the user put it or just outside; the ring the cut grew is unknown (the cut's colour
+models call a soft edge's fainter part, a cloud's or a bubble's, object as readily as a tight mask's
+missing rim).
 
 Inside the band the mask is sure foreground: whether a pixel there is see-through is for the
 matte stage to decide from evidence at that pixel (the background seen through it), never
@@ -122,6 +124,9 @@ class AdaptiveTrimapper(Trimapper):
         wfull = np.where(sd > 0, np.minimum(wfull, 0.75 * thickness), wfull)
         tri = (sd > 0).astype(np.float32)
         tri[np.abs(sd) < wfull] = 0.5
+        drawn = seg.extras.get("drawn_mask")
+        if drawn is not None:  # the ring the cut grew around a drawn mask: unknown, not sure
+            tri[(sd > 0) & ~(resize(drawn.astype(np.float32), full) > 0.5)] = 0.5
         return tri
 
 
