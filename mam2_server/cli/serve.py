@@ -101,9 +101,10 @@ def _needs_gpu(engine: str) -> bool:
 
 def build_engine(args: argparse.Namespace):
     from mam2_server.engines import EngineConfig, create_engine
+    from mam2_server.engines.identity import engine_identity
     config = EngineConfig(name=args.engine, checkpoint=args.checkpoint, device=args.device)
     if not args.engine_factory:
-        return create_engine(config), f"{config.name}:{config.checkpoint or ''}"
+        return create_engine(config), engine_identity(config.name, config.checkpoint)
     module_name, _, func = args.engine_factory.partition(":")
     if not module_name or not func:
         raise CLIError(f"--engine-factory takes MODULE:FUNCTION, got {args.engine_factory!r}")
@@ -112,7 +113,7 @@ def build_engine(args: argparse.Namespace):
     except (ImportError, AttributeError) as exc:
         raise CLIError(f"--engine-factory {args.engine_factory}: {exc}") from None
     engine = factory(config)
-    return engine, f"{args.engine_factory}:{engine.name}:{config.checkpoint or ''}"
+    return engine, engine_identity(f"{args.engine_factory}:{engine.name}", config.checkpoint)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -38,6 +38,7 @@ from host_plugins.mam2_client.auth import token_file
 from host_plugins.mam2_client.wire import is_ipv6, is_loopback
 from mam2_server import protocol as P
 from mam2_server.engines import Engine
+from mam2_server.engines.identity import engine_identity
 from mam2_server.protocol import ProtocolError
 from mam2_server.server.files import FileReader
 from mam2_server.server.handlers import Handlers
@@ -67,7 +68,7 @@ class ServerConfig:
     max_pending_bytes: int | None = None  # of queued messages, all clients (None: 2 x max_message_bytes)
     cache_frames: int = 4  # decoded frames kept in memory per shot
     spill_compression: str = "none"  # EXR compression of spilled raw frames: none (fast) or zip (smaller)
-    engine_id: str = ""  # identifies engine + weights in cache keys (default: the engine name)
+    engine_id: str = ""  # identifies engine, code and weights in cache keys (default: name and code digest)
 
 
 @dataclass
@@ -88,7 +89,7 @@ class Server:
                            self.config.file_seconds)
         store = ShotStore(self.config.cache_dir, self.config.memory_budget, self.config.cache_frames,
                           self.config.spill_compression, read_shared=files.pixels)
-        self.handlers = Handlers(self.engine, self.config.engine_id or self.engine.name, store, files,
+        self.handlers = Handlers(self.engine, self.config.engine_id or engine_identity(self.engine.name), store, files,
                                  limits=self._limits())
         self._admission = Admission(self.config.max_pending_requests, self._max_pending_bytes())
         self._files = ClientQueues(self._read_files, "mam2-files")

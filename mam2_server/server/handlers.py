@@ -70,7 +70,7 @@ class Handlers:
     def __init__(self, engine: Engine, engine_id: str, store: ShotStore, files: FileReader, *,
                  limits: dict[str, int]) -> None:
         self.engine = engine
-        self.engine_id = engine_id  # engine name + checkpoint: part of every alpha cache key
+        self.engine_id = engine_id  # engine, code and weights (engines.identity): part of every alpha cache key
         self.store = store
         self.files = files
         self.limits = limits
