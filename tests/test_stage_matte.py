@@ -253,3 +253,30 @@ def test_seethrough_regression_is_finite_and_silent_on_flat_and_textured_windows
     assert np.isfinite(alpha).all() and np.isfinite(conf).all()
     assert conf[:, :25].max() < 0.05  # a flat background says nothing
     assert abs(float(np.median(alpha[5:-5, 36:-5])) - 0.4) < 0.1
+
+
+def test_pymatting_retries_go_to_the_debug_log_not_the_artists_terminal(monkeypatch, capsys, caplog):
+    # pymatting prints a "PERFORMANCE WARNING" block each time its incomplete Cholesky needs a
+    # diagonal shift; the solve is still right, and stdout is the artist's terminal
+    import importlib
+    import logging
+    import sys
+    importlib.import_module("pymatting.preconditioner.ichol")
+    pm_ichol = sys.modules["pymatting.preconditioner.ichol"]  # the package re-exports a function of that name
+    real = pm_ichol._ichol
+
+    def refuse_unshifted(*args):
+        return -1 if args[8] == 0.0 else real(*args)  # args[8]: the diagonal shift
+    monkeypatch.setattr(pm_ichol, "_ichol", refuse_unshifted)
+    img = np.repeat(background(seed=2)[..., :1], 3, axis=2)
+    prior = np.zeros((H, W), np.float32)
+    conf = np.full((H, W), HARD, np.float32)
+    conf[20:40, 30:60], prior[20:40, 30:60] = 5.0, 0.3
+    with caplog.at_level(logging.DEBUG, logger="mam2_server.stages.matte.priors"):
+        out = solve_with_priors(img, prior, conf)
+        tri = np.where(disc(48) > 0.99, 1.0, 0.0)
+        tri[np.abs(disc(48) - 0.5) < 0.5] = 0.5
+        cf = solve_alpha(background(seed=3), tri)
+    assert abs(float(out[30, 45]) - 0.3) < 0.05 and np.isfinite(cf).all()
+    assert "PERFORMANCE WARNING" not in capsys.readouterr().out
+    assert any("PERFORMANCE WARNING" in r.getMessage() for r in caplog.records)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from mam2_server.stages.base import FrameImages, Matter, Segmentation
+from mam2_server.stages.matte.priors import quietly
 from mam2_server.stages.segment.common import proxy_shape, resize
 
 
@@ -25,10 +26,7 @@ def solve_alpha(image: np.ndarray, trimap: np.ndarray, method: str = "cf") -> np
     img = np.clip(image, 0.0, 1.0).astype(np.float64)
     tri = np.where(unknown, 0.5, fg.astype(np.float64))
     try:
-        if method == "lkm":
-            alpha = estimate_alpha_lkm(img, tri)
-        else:
-            alpha = estimate_alpha_cf(img, tri)
+        alpha = quietly(estimate_alpha_lkm if method == "lkm" else estimate_alpha_cf, img, tri)
     except Exception:  # pragma: no cover - solver failure: keep the trimap's guess
         alpha = np.where(unknown, 0.5, tri)
     return np.clip(alpha, 0.0, 1.0).astype(np.float32)

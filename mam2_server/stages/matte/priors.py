@@ -5,12 +5,29 @@ HARD are fixed to their prior (known foreground / background).
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+
 import numpy as np
 import scipy.sparse
 
 from mam2_server.stages.segment.common import bbox
 
 HARD = 100.0
+log = logging.getLogger(__name__)
+
+
+def quietly(solve, *args, **kwargs):
+    """Call a pymatting solver. When its incomplete Cholesky must retry with a diagonal shift,
+    pymatting prints a "PERFORMANCE WARNING" block to stdout, which in an artist's terminal reads as
+    a failure: the retry is routine (the solve is still right), so it goes to the debug log."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        result = solve(*args, **kwargs)
+    if out.getvalue():
+        log.debug("pymatting: %s", " ".join(out.getvalue().split()))
+    return result
 
 
 def solve_with_priors(image: np.ndarray, prior: np.ndarray, conf: np.ndarray) -> np.ndarray:
@@ -47,7 +64,7 @@ def solve_with_priors(image: np.ndarray, prior: np.ndarray, conf: np.ndarray) ->
     x = None
     try:
         with np.errstate(all="ignore"):
-            x = cg(A, b, M=ichol(A.tocsc()), rtol=1e-6, maxiter=1000)
+            x = cg(A, b, M=quietly(ichol, A.tocsc()), rtol=1e-6, maxiter=1000)
     except Exception:
         x = None
     if x is None or not np.isfinite(x).all():
