@@ -156,3 +156,11 @@ def test_console_script_help_everywhere():
         result = subprocess.run([str(exe), *args, "--help"], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         assert "usage: mam2" in result.stdout
+
+
+def test_verbose_counts_before_or_after_the_subcommand():
+    from mam2_server.cli import build_parser
+    parser = build_parser()
+    for argv, level in ((["-v", "synth", "out"], 1), (["synth", "out", "-v"], 1), (["synth", "out", "-vv"], 2),
+                        (["synth", "out"], 0), (["bench", "engines", "--verbose"], 1), (["-vv", "bench", "engines"], 2)):
+        assert parser.parse_args(argv).verbose == level, argv

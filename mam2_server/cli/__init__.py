@@ -34,7 +34,19 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # subcommand not part of this installation
             raise
         module.register(subparsers)
+    _verbose_after_subcommands(parser)
     return parser
+
+
+def _verbose_after_subcommands(parser: argparse.ArgumentParser) -> None:
+    """`mam2 matte ... -v` as well as `mam2 -v matte ...`: every subcommand (and theirs) takes -v too,
+    defaulting to nothing so that a -v before the subcommand still counts."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                                 help="more log output (-vv for debug)")
+                _verbose_after_subcommands(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
