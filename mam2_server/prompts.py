@@ -69,6 +69,9 @@ class Prompt:
         for p in self.points:
             if not (0 <= p.x < width and 0 <= p.y < height):
                 raise PromptError(f"frame {self.frame}: point ({p.x}, {p.y}) lies outside the {width}x{height} frame")
+        if self.box is None and self.mask is None and not any(p.label == FOREGROUND for p in self.points):
+            raise PromptError(f"frame {self.frame}: only background points; nothing says where the object is "
+                              "(add a box, a mask or a foreground point, label 1)")
         if self.mask is not None and self.mask.shape != (height, width):
             raise PromptError(f"frame {self.frame}: mask is {self.mask.shape[1]}x{self.mask.shape[0]}, "
                               f"the frame is {width}x{height}")

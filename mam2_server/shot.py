@@ -29,7 +29,8 @@ class MatteReport:
 
 
 def matte_shot(source: SequenceSource, prompts: Sequence[Prompt], engine: Engine, output: str, *,
-               only: Collection[int] | None = None, progress: bool = True, rgba: str | None = None) -> MatteReport:
+               only: Collection[int] | None = None, progress: bool = True, rgba: str | None = None,
+               report: MatteReport | None = None) -> MatteReport:
     """Run `engine` over `source` and write one alpha per frame to the `output` pattern.
 
     Each alpha is written atomically as soon as it is finished, with the plate's
@@ -37,11 +38,13 @@ def matte_shot(source: SequenceSource, prompts: Sequence[Prompt], engine: Engine
     frame it completed and never leaves a partial file. With `rgba` (a pattern), each
     frame is also written as premultiplied RGBA: the foreground's own colour, unmixed from
     the background (pymatting's estimator, in the plate's scene-linear space) times alpha.
+    `report` (when given) is filled as frames are written, so a caller still has the count when a
+    later frame fails.
     """
     pattern = SequencePattern(output)
     rgba_pattern = SequencePattern(rgba) if rgba else None
     total = len(source.frames) if only is None else len(set(only) & set(source.frames))
-    report = MatteReport()
+    report = MatteReport() if report is None else report
     start = time.perf_counter()
     with tqdm(total=total, desc=f"{engine.name}", unit="frame", disable=not progress, leave=False) as bar:
         for result in engine.run(source, prompts, only=only):

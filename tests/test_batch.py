@@ -181,3 +181,51 @@ def test_stop_ends_the_batch_after_the_current_frame(clips, tmp_path, monkeypatc
     assert report.interrupted and report.exit_code == 130
     assert [(r.status, r.written) for r in report.results] == [("interrupted", [1001])]  # shot 2 never started
     assert alphas(tmp_path, "sh10") == ["sh10.1001.exr"] and not alphas(tmp_path, "sh20")
+
+
+def test_check_catches_what_would_fail_before_the_first_frame_naming_the_shot(clips, tmp_path, capsys):
+    # a farm job that is bound to fail should not be submitted: --check (and --openjd) find them up front
+    manifest = write_manifest(tmp_path, [
+        shot(clips, 0, name="space", colorspace="ACEScgg"),
+        shot(clips, 0, name="engine", engine="clasic"),
+        shot(clips, 0, name="weights", engine="mam2", checkpoint="nosuch.safetensors"),
+        shot(clips, 0, name="nothing", prompts=[{"frame": 1001, "points": [[10, 10, 0]]}]),  # background only
+        shot(clips, 1, name="good"),
+    ])
+    assert main(["batch", str(manifest), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "shot space: colorspace: unknown colour space 'ACEScgg'" in err
+    assert "shot engine: engine 'clasic' is unknown" in err
+    assert "shot weights: checkpoint not found:" in err and "nosuch.safetensors" in err
+    assert "shot nothing: prompts: frame 1001: only background points" in err
+    assert "shot good" not in err
+    assert main(["batch", str(manifest), "--openjd", str(tmp_path / "bundle")]) == 2
+    assert "shot engine: engine 'clasic'" in capsys.readouterr().err and not (tmp_path / "bundle").exists()
+    assert main(["batch", str(manifest), "--openjd", str(tmp_path / "bundle"), "--check", "--only", "good"]) == 0
+    assert not (tmp_path / "bundle").exists()  # --check only checks
+
+
+def test_frames_take_the_overlap_with_each_shot_and_check_refuses_none(clips, tmp_path, capsys):
+    manifest = write_manifest(tmp_path, [shot(clips, 0, name="a")])
+    assert main(["batch", str(manifest), "--frames", "2001-2003", "--check"]) == 2
+    assert "--frames 2001-2003: none of them is among the shot's frames 1001-1003" in capsys.readouterr().err
+    assert main(["batch", str(manifest), "--frames", "1002-1008", "--quiet"]) == 0  # shots differ in length
+    assert alphas(tmp_path, "a") == ["a.1002.exr", "a.1003.exr"]
+
+
+def test_a_failed_shot_records_the_frames_it_wrote_and_a_hole_in_the_plates_is_reported(clips, tmp_path, capsys):
+    import shutil
+    plates = tmp_path / "plates"
+    shutil.copytree(clips / "solid_0" / "plate", plates)
+    good = (plates / "plate.1003.exr").read_bytes()
+    (plates / "plate.1003.exr").write_bytes(good[:len(good) // 2])  # its header reads, its pixels do not
+    manifest = write_manifest(tmp_path, [shot(clips, 0, name="cut", input=str(plates / "plate.####.exr"))])
+    log = tmp_path / "jobs.jsonl"
+    assert main(["batch", str(manifest), "--quiet", "--jobs-log", str(log)]) == 1
+    record = json.loads(log.read_text().splitlines()[-1])
+    assert record["status"] == "failed" and record["written"] == len(alphas(tmp_path, "cut")) == 2
+    (plates / "plate.1003.exr").write_bytes(good)
+    (plates / "plate.1002.exr").unlink()  # a render that failed to write a frame
+    capsys.readouterr()
+    assert main(["batch", str(manifest), "--check"]) == 0
+    assert "shot cut: warning: no plates for frames 1002 inside its span" in capsys.readouterr().err

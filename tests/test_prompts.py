@@ -20,6 +20,7 @@ def test_json_round_trip(tmp_path):
     (Prompt(frame=1, box=(200, 10, 300, 20)), "outside"),
     (Prompt(frame=1, points=((64, 10, 1),)), "outside"),
     (Prompt(frame=1, points=((-1, 10, 1),)), "outside"),
+    (Prompt(frame=1, points=((5, 10, 0), (6, 12, 0))), "only background points"),  # nothing says where it is
 ])
 def test_validate_rejects_prompts_that_do_not_fit(prompt, message):
     with pytest.raises(PromptError, match=message):

@@ -48,10 +48,10 @@ engine allows it, `units`), `openjd` writes an Open Job Description job bundle f
 from __future__ import annotations
 
 from mam2_server.batch.manifest import (Manifest, ManifestError, Shot, check_shot, load_manifest, parse_chunk,
-                                        select_shots)
+                                        select_shots, sequence_gaps)
 from mam2_server.batch.runner import BatchReport, ShotResult, finished_frames, run_batch, run_shot
 from mam2_server.batch.units import frames_to_compute, independent_groups, split_frames
 
 __all__ = ["BatchReport", "Manifest", "ManifestError", "Shot", "ShotResult", "check_shot", "finished_frames",
            "frames_to_compute", "independent_groups", "load_manifest", "parse_chunk", "run_batch", "run_shot",
-           "select_shots", "split_frames"]
+           "select_shots", "sequence_gaps", "split_frames"]

@@ -190,10 +190,11 @@ def _read_shot_prompts(shot: Shot, value: object, base: Path, fatal: list[str], 
     shot.prompts = list(keyframes(prompts).values())
 
 
-def check_shot(shot: Shot) -> list[str]:
-    """The shot's data problems, found without reading any plate's pixels: plates present, keyframes in
-    range, prompts (boxes, points, masks) fitting the first plate's display window."""
-    problems = list(shot.problems)
+def check_shot(shot: Shot, part: Collection[int] | None = None) -> list[str]:
+    """The shot's data problems, found without reading any plate's pixels: engine, weights and colour
+    space known, plates present, keyframes in range, prompts (boxes, points, masks) fitting the first
+    plate's display window; with `part` (a task's --frames), some of those frames among the shot's."""
+    problems = list(shot.problems) + _setup_problems(shot)
     if not shot.input:
         return problems
     pattern = SequencePattern(shot.input)
@@ -206,6 +207,9 @@ def check_shot(shot: Shot) -> list[str]:
     if missing:
         problems.append(f"input {shot.input}: missing frames {format_frame_range(missing)} "
                         f"(frames on disk: {format_frame_range(existing)})")
+    if part is not None and not set(part) & set(frames):
+        problems.append(f"--frames {format_frame_range(sorted(part))}: none of them is among the shot's frames "
+                        f"{format_frame_range(frames)}")
     outside = sorted(p.frame for p in shot.prompts if p.frame not in set(frames))
     if shot.prompts and outside and frames:
         problems.append(f"prompts: keyframe(s) {format_frame_range(outside)} outside the shot's frames "
@@ -221,6 +225,32 @@ def check_shot(shot: Shot) -> list[str]:
         except PromptError as exc:
             problems.append(f"prompts: {exc}")
     return problems
+
+
+def _setup_problems(shot: Shot) -> list[str]:
+    """What would fail before the first frame: an unknown engine or colour space, missing weights."""
+    from mam2_server.engines import available_engines
+    from mam2_server.io.colour import ColourConverter
+    problems = []
+    if shot.engine.name not in available_engines():
+        problems.append(f"engine {shot.engine.name!r} is unknown (available: {', '.join(available_engines())})")
+    if shot.engine.checkpoint and not Path(shot.engine.checkpoint).is_file():
+        problems.append(f"checkpoint not found: {shot.engine.checkpoint}")
+    if shot.colorspace:
+        try:
+            ColourConverter(colorspace=shot.colorspace)
+        except ValueError as exc:
+            problems.append(f"colorspace: {exc}")
+    return problems
+
+
+def sequence_gaps(shot: Shot) -> list[int]:
+    """Frames missing inside the plates' span when the shot names no frame range (a hole in a render
+    is matted around silently otherwise; with "frames" it is a problem)."""
+    if shot.frames is not None or not shot.input:
+        return []
+    existing = SequencePattern(shot.input).existing_frames()
+    return sorted(set(range(existing[0], existing[-1] + 1)) - set(existing)) if existing else []
 
 
 def parse_chunk(text: str) -> tuple[int, int]:

@@ -176,13 +176,11 @@ def _plan(shots: Sequence[Shot], *, resume: bool, part: Sequence[int] | None, ch
         plan = _ShotPlan(shot)
         plans.append(plan)
         try:
-            problems = check_shot(shot)
+            problems = check_shot(shot, part)
             if problems:
                 raise ValueError("; ".join(problems))
             plan.frames = shot.frames or SequencePattern(shot.input).existing_frames()
             wanted = plan.frames if part is None else sorted(set(plan.frames) & set(part))
-            if part is not None and len(wanted) < len(set(part)):
-                raise ValueError(f"--frames asks for frames the shot does not have (it has {len(plan.frames)})")
             done = set(finished_frames(shot, wanted)) if resume else set()
             plan.kept = len(done)
             todo = [f for f in wanted if f not in done]

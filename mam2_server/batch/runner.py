@@ -22,7 +22,7 @@ from mam2_server.io.sequence import SequencePattern, format_frame_range
 from mam2_server.io.source import SequenceSource
 from mam2_server.batch.manifest import Shot, check_shot
 from mam2_server.batch.units import frames_to_compute
-from mam2_server.shot import matte_shot
+from mam2_server.shot import MatteReport, matte_shot
 
 log = logging.getLogger(__name__)
 
@@ -221,17 +221,13 @@ def run_shot(shot: Shot, engines: dict[EngineConfig, Engine], *, resume: bool = 
                         frames=sorted(part) if part is not None else list(shot.frames or []))
     start = time.perf_counter()
     try:
-        problems = check_shot(shot)
+        problems = check_shot(shot, part)
         if problems:
             raise ValueError("; ".join(problems))
         source = SequenceSource(shot.input, frames=shot.frames, colour=ColourConverter(colorspace=shot.colorspace))
         frames = list(source.frames)
-        if part is not None:
-            outside = sorted(set(part) - set(frames))
-            if outside:
-                raise ValueError(f"frames {format_frame_range(outside)} are not among the shot's frames "
-                                 f"{format_frame_range(frames)}")
-            frames = sorted(part)
+        if part is not None:  # a task's frames: those of them the shot has (shots differ in length)
+            frames = sorted(set(part) & set(frames))
         result.frames = frames
         done = (finished_frames(shot, frames) if resume else
                 finished_frames(shot, frames, before) if before is not None else [])
@@ -244,9 +240,9 @@ def run_shot(shot: Shot, engines: dict[EngineConfig, Engine], *, resume: bool = 
         engine = engines.get(shot.engine)
         if engine is None:
             engine = engines[shot.engine] = create_engine(shot.engine)
-        matte = matte_shot(source, shot.prompts, _BatchEngine(engine, stop), shot.output,
-                           only=only, progress=progress, rgba=shot.rgba)
-        result.written = matte.written
+        matte = MatteReport(written=result.written)  # filled frame by frame: a failure keeps the count
+        matte_shot(source, shot.prompts, _BatchEngine(engine, stop), shot.output,
+                   only=only, progress=progress, rgba=shot.rgba, report=matte)
         expected = len(only) if only is not None else len(source.frames)
         result.status = "interrupted" if stop.is_set() and len(matte.written) < expected else "done"
     except KeyboardInterrupt:

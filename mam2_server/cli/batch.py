@@ -19,7 +19,7 @@ from mam2_server import batch
 from mam2_server.batch import openjd
 from mam2_server.cli import CLIError
 from mam2_server.engines import DEFAULT_ENGINE, available_engines
-from mam2_server.io.sequence import parse_frame_range
+from mam2_server.io.sequence import format_frame_range, parse_frame_range
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{', '.join(unused)}: only with --ray or --openjd (one machine runs one shot at a time)")
     if args.openjd and args.frames:
         raise CLIError("--frames: a job bundle has every frame of its shots; its tasks use --frames themselves")
-    if args.openjd:
+    if args.openjd and not args.check:
         options = openjd.task_options(engine=args.engine, checkpoint=args.checkpoint, device=args.device,
                                       resume=args.resume)  # each task loads the manifest as it was here
         template = openjd.write_bundle(manifest, shots, args.openjd, chunk_frames=args.chunk_frames,
@@ -105,9 +105,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"mam2 batch: wrote the job bundle {template.parent} ({template.name}, parameter_values.json); "
               f"check it with `openjd check {template}`")
         return 0
-    problems = [f"shot {s.name}: {p}" for s in shots for p in batch.check_shot(s)]
+    problems = [f"shot {s.name}: {p}" for s in shots for p in batch.check_shot(s, part)]
     for problem in problems:  # all of them before any work; these shots fail, the others run
         print(f"mam2 batch: {problem}", file=sys.stderr)
+    for shot in shots:  # not a problem, but rarely meant: a render that failed to write some frames
+        if gaps := batch.sequence_gaps(shot):
+            print(f"mam2 batch: shot {shot.name}: warning: no plates for frames {format_frame_range(gaps)} inside "
+                  f"its span; they are skipped (give the shot \"frames\" to make that an error)", file=sys.stderr)
     if args.check:
         print(f"mam2 batch: {len(shots)} shots checked, {len(problems)} problem(s)")
         return 2 if problems else 0
