@@ -6,6 +6,7 @@ from their own conventions (Nuke's origin is bottom-left) before they get here.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -101,6 +102,11 @@ class Prompt:
         if (self.mask is None) != (other.mask is None):
             return False
         return self.mask is None or np.array_equal(self.mask, other.mask)
+
+    def digest(self) -> bytes:
+        """Bytes that differ whenever the prompt does (its mask by content): for cache keys and recipes."""
+        mask = b"" if self.mask is None else hashlib.sha256(np.ascontiguousarray(self.mask).data).digest()
+        return json.dumps([self.frame, self.box, [[p.x, p.y, p.label] for p in self.points]]).encode() + mask
 
     def to_json(self) -> dict:
         out: dict = {"frame": self.frame}

@@ -229,3 +229,27 @@ def test_a_failed_shot_records_the_frames_it_wrote_and_a_hole_in_the_plates_is_r
     capsys.readouterr()
     assert main(["batch", str(manifest), "--check"]) == 0
     assert "shot cut: warning: no plates for frames 1002 inside its span" in capsys.readouterr().err
+
+
+def test_a_changed_prompt_redoes_the_shot_and_a_later_rgba_keeps_its_alphas(clips, tmp_path, caplog):
+    import logging
+    from mam2_server.io.image import read_info
+    manifest = write_manifest(tmp_path, [shot(clips, 0, name="a")])
+    assert main(["batch", str(manifest), "--quiet"]) == 0
+    first = {p.name: p.stat().st_ino for p in (tmp_path / "alpha").glob("a.*.exr")}
+    assert read_info(tmp_path / "alpha" / "a.1001.exr").metadata.get(runner.RECIPE)  # what made it
+    # the manifest's prompt is corrected: resume must not keep the mattes of the old one
+    box = json.loads((clips / "solid_0" / "prompts.json").read_text())[0]["box"]
+    fixed = [{"frame": 1001, "box": [box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2]}]
+    manifest = write_manifest(tmp_path, [shot(clips, 0, name="a", prompts=fixed)])
+    with caplog.at_level(logging.WARNING, logger="mam2_server.batch.runner"):
+        assert main(["batch", str(manifest), "--quiet"]) == 0
+    assert "made with other prompts" in caplog.text
+    second = {p.name: p.stat().st_ino for p in (tmp_path / "alpha").glob("a.*.exr")}
+    assert all(second[n] != first[n] for n in first), "a frame of the old prompt was kept"
+    # asking for RGBA later writes the RGBA and leaves the finished alphas as they are
+    manifest = write_manifest(tmp_path, [shot(clips, 0, name="a", prompts=fixed, rgba="rgba/a.####.exr")])
+    assert main(["batch", str(manifest), "--quiet"]) == 0
+    assert {p.name: p.stat().st_ino for p in (tmp_path / "alpha").glob("a.*.exr")} == second
+    assert sorted(p.name for p in (tmp_path / "rgba").glob("a.*.exr")) == expected("a")
+    assert main(["batch", str(manifest), "--quiet"]) == 0  # and then all is done

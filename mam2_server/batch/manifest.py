@@ -190,11 +190,13 @@ def _read_shot_prompts(shot: Shot, value: object, base: Path, fatal: list[str], 
     shot.prompts = list(keyframes(prompts).values())
 
 
-def check_shot(shot: Shot, part: Collection[int] | None = None) -> list[str]:
+def check_shot(shot: Shot, part: Collection[int] | None = None, *, weights_here: bool = True) -> list[str]:
     """The shot's data problems, found without reading any plate's pixels: engine, weights and colour
     space known, plates present, keyframes in range, prompts (boxes, points, masks) fitting the first
-    plate's display window; with `part` (a task's --frames), some of those frames among the shot's."""
-    problems = list(shot.problems) + _setup_problems(shot)
+    plate's display window; with `part` (a task's --frames), some of those frames among the shot's.
+    `weights_here=False` (a farm bundle written where the farm's weights may not be mounted): a
+    checkpoint missing here is not a problem."""
+    problems = list(shot.problems) + _setup_problems(shot, weights_here)
     if not shot.input:
         return problems
     pattern = SequencePattern(shot.input)
@@ -227,14 +229,14 @@ def check_shot(shot: Shot, part: Collection[int] | None = None) -> list[str]:
     return problems
 
 
-def _setup_problems(shot: Shot) -> list[str]:
+def _setup_problems(shot: Shot, weights_here: bool = True) -> list[str]:
     """What would fail before the first frame: an unknown engine or colour space, missing weights."""
     from mam2_server.engines import available_engines
     from mam2_server.io.colour import ColourConverter
     problems = []
     if shot.engine.name not in available_engines():
         problems.append(f"engine {shot.engine.name!r} is unknown (available: {', '.join(available_engines())})")
-    if shot.engine.checkpoint and not Path(shot.engine.checkpoint).is_file():
+    if weights_here and shot.engine.checkpoint and not Path(shot.engine.checkpoint).is_file():
         problems.append(f"checkpoint not found: {shot.engine.checkpoint}")
     if shot.colorspace:
         try:

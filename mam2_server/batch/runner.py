@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -37,16 +38,31 @@ def file_stamp(path: str | Path) -> FileStamp | None:
     return st.st_ino, st.st_mtime_ns
 
 
-def _file_done(path: Path, before: Mapping[str, FileStamp] | None) -> bool:
+RECIPE = "mam2/recipe"  # header attribute of every file a batch writes: what made it (`recipe`)
+
+
+def recipe(shot: Shot) -> str:
+    """Digest of what a shot's mattes are made from besides the plates: engine, weights' path, colour
+    space and prompts. A frame on disk with another recipe is matted again (the manifest changed)."""
+    h = hashlib.sha256(json.dumps([shot.engine.name, shot.engine.checkpoint, shot.colorspace]).encode())
+    for prompt in sorted(shot.prompts, key=lambda p: p.frame):
+        h.update(prompt.digest())
+    return h.hexdigest()[:16]
+
+
+def _file_state(path: Path, before: Mapping[str, FileStamp] | None, made_by: str | None) -> str:
+    """"done", "missing" (absent, unreadable, or the file of an earlier run this one has yet to replace)
+    or "stale" (it reads, but records another recipe than `made_by`; files without one count as done)."""
     if not path.is_file():
-        return False
+        return "missing"
     if before is not None and file_stamp(path) == before.get(str(path), ()):
-        return False  # the file of an earlier run, not yet replaced by this one
+        return "missing"  # the file of an earlier run, not yet replaced by this one
     try:
-        read_info(path)
+        info = read_info(path)
     except (OSError, ValueError):  # unreadable or truncated: not done, it is rewritten (atomically)
-        return False
-    return True
+        return "missing"
+    found = info.metadata.get(RECIPE)
+    return "stale" if made_by is not None and found is not None and found != made_by else "done"
 
 
 def output_paths(shot: Shot, frame: int) -> list[Path]:
@@ -54,14 +70,22 @@ def output_paths(shot: Shot, frame: int) -> list[Path]:
     return [SequencePattern(p).path(frame) for p in (shot.output, shot.rgba) if p]
 
 
+def frame_states(shot: Shot, frames: Sequence[int], before: Mapping[str, FileStamp] | None = None
+                 ) -> dict[int, list[str]]:
+    """frame -> the state (`_file_state`) of each of its output files, alpha first."""
+    made_by = recipe(shot)
+    return {f: [_file_state(path, before, made_by) for path in output_paths(shot, f)] for f in frames}
+
+
 def finished_frames(shot: Shot, frames: Sequence[int], before: Mapping[str, FileStamp] | None = None) -> list[int]:
-    """The frames whose output files (alpha, and RGBA with `rgba`) exist with a readable header.
+    """The frames whose output files (alpha, and RGBA with `rgba`) exist with a readable header made
+    from the shot's current recipe.
 
     With `before` (stamps of the files as they were when this run began), only files replaced
     since count: a run that recomputes everything (no resume) and is retried after a crash
     still writes each frame once.
     """
-    return [f for f in frames if all(_file_done(path, before) for path in output_paths(shot, f))]
+    return [f for f, states in frame_states(shot, frames, before).items() if all(s == "done" for s in states)]
 
 
 @dataclass
@@ -229,8 +253,12 @@ def run_shot(shot: Shot, engines: dict[EngineConfig, Engine], *, resume: bool = 
         if part is not None:  # a task's frames: those of them the shot has (shots differ in length)
             frames = sorted(set(part) & set(frames))
         result.frames = frames
-        done = (finished_frames(shot, frames) if resume else
-                finished_frames(shot, frames, before) if before is not None else [])
+        states = frame_states(shot, frames, None if resume else before) if resume or before is not None else {}
+        done = [f for f, st in states.items() if all(s == "done" for s in st)]
+        stale = [f for f, st in states.items() if "stale" in st]
+        if stale:
+            log.warning("%s: frames %s on disk were made with other prompts, engine or colour space than the "
+                        "manifest's: matting them again", shot.name, format_frame_range(stale))
         result.kept = len(done)
         if frames and len(done) == len(frames):
             result.status = "skipped"
@@ -241,8 +269,11 @@ def run_shot(shot: Shot, engines: dict[EngineConfig, Engine], *, resume: bool = 
         if engine is None:
             engine = engines[shot.engine] = create_engine(shot.engine)
         matte = MatteReport(written=result.written)  # filled frame by frame: a failure keeps the count
+        # an alpha that is done stays as it is when only its RGBA is missing (a shot given "rgba" later)
+        keep = [f for f, st in states.items() if st[0] == "done"]
         matte_shot(source, shot.prompts, _BatchEngine(engine, stop), shot.output,
-                   only=only, progress=progress, rgba=shot.rgba, report=matte)
+                   only=only, progress=progress, rgba=shot.rgba, report=matte,
+                   stamp={RECIPE: recipe(shot)}, keep_alpha=keep)
         expected = len(only) if only is not None else len(source.frames)
         result.status = "interrupted" if stop.is_set() and len(matte.written) < expected else "done"
     except KeyboardInterrupt:

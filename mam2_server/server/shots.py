@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import json
 import logging
 import threading
 from collections import OrderedDict
@@ -27,11 +26,6 @@ from mam2_server.protocol import ProtocolError
 from mam2_server.server.store import ShotDisk, check_shot_id
 
 log = logging.getLogger(__name__)
-
-
-def _prompt_digest(prompt: Prompt) -> bytes:
-    mask = b"" if prompt.mask is None else hashlib.sha256(np.ascontiguousarray(prompt.mask).data).digest()
-    return json.dumps([prompt.frame, prompt.box, [[p.x, p.y, p.label] for p in prompt.points]]).encode() + mask
 
 
 class ShotSource:
@@ -216,7 +210,7 @@ class Shot:
         if not prompts or not frames:
             return {}
         keys_sorted = sorted(prompts)
-        digests = {k: _prompt_digest(p) for k, p in prompts.items()}
+        digests = {k: p.digest() for k, p in prompts.items()}
         out: dict[int, str] = {}
         for plan in plan_passes(frames, keys_sorted):
             if chained and plan.direction != BACKWARD:
