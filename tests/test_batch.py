@@ -253,3 +253,16 @@ def test_a_changed_prompt_redoes_the_shot_and_a_later_rgba_keeps_its_alphas(clip
     assert {p.name: p.stat().st_ino for p in (tmp_path / "alpha").glob("a.*.exr")} == second
     assert sorted(p.name for p in (tmp_path / "rgba").glob("a.*.exr")) == expected("a")
     assert main(["batch", str(manifest), "--quiet"]) == 0  # and then all is done
+
+
+def test_outputs_and_logs_that_cannot_be_written_are_refused_before_any_work(clips, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    manifest = write_manifest(tmp_path, [shot(clips, 0, name="a", output=str(blocker / "alpha.####.exr")),
+                                         shot(clips, 1, name="b")])
+    assert main(["batch", str(manifest), "--check"]) == 2
+    assert f"shot a: output {blocker}/alpha.####.exr: {blocker} is not a folder" in capsys.readouterr().err
+    assert main(["batch", str(manifest), "--only", "b", "--jobs-log", str(blocker / "jobs.jsonl")]) == 2
+    assert "--jobs-log" in capsys.readouterr().err and alphas(tmp_path, "b") == []  # nothing ran
+    assert main(["batch", str(manifest), "--openjd", str(tmp_path / "bundle"), "--chunk", "1/2"]) == 2
+    assert "--chunk: a job bundle has every shot" in capsys.readouterr().err

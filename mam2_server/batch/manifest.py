@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,13 +191,13 @@ def _read_shot_prompts(shot: Shot, value: object, base: Path, fatal: list[str], 
     shot.prompts = list(keyframes(prompts).values())
 
 
-def check_shot(shot: Shot, part: Collection[int] | None = None, *, weights_here: bool = True) -> list[str]:
+def check_shot(shot: Shot, part: Collection[int] | None = None, *, here: bool = True) -> list[str]:
     """The shot's data problems, found without reading any plate's pixels: engine, weights and colour
     space known, plates present, keyframes in range, prompts (boxes, points, masks) fitting the first
     plate's display window; with `part` (a task's --frames), some of those frames among the shot's.
-    `weights_here=False` (a farm bundle written where the farm's weights may not be mounted): a
-    checkpoint missing here is not a problem."""
-    problems = list(shot.problems) + _setup_problems(shot, weights_here)
+    `here=False` (a farm bundle, written on a machine that may not mount the farm's weights or have
+    its permissions): a checkpoint missing or an output folder not writable here is not a problem."""
+    problems = list(shot.problems) + _setup_problems(shot, here)
     if not shot.input:
         return problems
     pattern = SequencePattern(shot.input)
@@ -229,21 +230,37 @@ def check_shot(shot: Shot, part: Collection[int] | None = None, *, weights_here:
     return problems
 
 
-def _setup_problems(shot: Shot, weights_here: bool = True) -> list[str]:
-    """What would fail before the first frame: an unknown engine or colour space, missing weights."""
+def _setup_problems(shot: Shot, here: bool = True) -> list[str]:
+    """What would fail before the first frame: an unknown engine or colour space, missing weights, an
+    output folder that cannot be made or written (the last two only `here`)."""
     from mam2_server.engines import available_engines
     from mam2_server.io.colour import ColourConverter
     problems = []
     if shot.engine.name not in available_engines():
         problems.append(f"engine {shot.engine.name!r} is unknown (available: {', '.join(available_engines())})")
-    if weights_here and shot.engine.checkpoint and not Path(shot.engine.checkpoint).is_file():
+    if here and shot.engine.checkpoint and not Path(shot.engine.checkpoint).is_file():
         problems.append(f"checkpoint not found: {shot.engine.checkpoint}")
+    for kind, pattern in (("output", shot.output), ("rgba", shot.rgba)):
+        if here and pattern and (why := _unwritable(SequencePattern(pattern).directory)):
+            problems.append(f"{kind} {pattern}: {why}")
     if shot.colorspace:
         try:
             ColourConverter(colorspace=shot.colorspace)
         except ValueError as exc:
             problems.append(f"colorspace: {exc}")
     return problems
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why files cannot be written into `folder` (made as needed), or None."""
+    existing = Path(os.path.abspath(folder))
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
 
 
 def sequence_gaps(shot: Shot) -> list[int]:

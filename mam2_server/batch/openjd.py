@@ -45,7 +45,7 @@ def task_units(shots: Sequence[Shot], *, chunk_frames: int = 0) -> list[tuple[st
     """(shot name, frame range) per task, every frame of every shot once."""
     units, problems = [], []
     for shot in shots:
-        found = check_shot(shot, weights_here=False)  # the farm's nodes may mount weights this machine has not
+        found = check_shot(shot, here=False)  # the farm's nodes may mount weights this machine has not
         if found:
             problems += [f"shot {shot.name}: {p}" for p in found]
             continue

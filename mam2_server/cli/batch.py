@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from mam2_server import batch
 from mam2_server.batch import openjd
@@ -97,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{', '.join(unused)}: only with --ray or --openjd (one machine runs one shot at a time)")
     if args.openjd and args.frames:
         raise CLIError("--frames: a job bundle has every frame of its shots; its tasks use --frames themselves")
+    if args.openjd and args.chunk:
+        raise CLIError("--chunk: a job bundle has every shot (of --only, if given); the farm runs them as tasks")
     if args.openjd and not args.check:
         options = openjd.task_options(engine=args.engine, checkpoint=args.checkpoint, device=args.device,
                                       resume=args.resume)  # each task loads the manifest as it was here
@@ -118,6 +121,13 @@ def run(args: argparse.Namespace) -> int:
     if not shots:
         print(f"mam2 batch: no shots in this selection (chunk {args.chunk} of {len(manifest.shots)} shots)")
         return 0
+    if args.jobs_log:  # refused now, not after the first shot's work
+        try:
+            Path(args.jobs_log).parent.mkdir(parents=True, exist_ok=True)
+            with open(args.jobs_log, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            raise CLIError(f"--jobs-log {args.jobs_log}: cannot append to it ({exc.strerror or exc})") from None
     if args.ray:
         from mam2_server.batch.ray_runner import RayBatchError, run_batch_on_ray
         try:
