@@ -30,8 +30,7 @@ class MatteReport:
 
 def matte_shot(source: SequenceSource, prompts: Sequence[Prompt], engine: Engine, output: str, *,
                only: Collection[int] | None = None, progress: bool = True, rgba: str | None = None,
-               report: MatteReport | None = None, stamp: Mapping[str, str] | None = None,
-               keep_alpha: Collection[int] = ()) -> MatteReport:
+               report: MatteReport | None = None, stamp: Mapping[str, str] | None = None) -> MatteReport:
     """Run `engine` over `source` and write one alpha per frame to the `output` pattern.
 
     Each alpha is written atomically as soon as it is finished, with the plate's
@@ -41,13 +40,11 @@ def matte_shot(source: SequenceSource, prompts: Sequence[Prompt], engine: Engine
     the background (pymatting's estimator, in the plate's scene-linear space) times alpha.
     `report` (when given) is filled as frames are written, so a caller still has the count when a
     later frame fails. `stamp`: extra header attributes for every file written (a batch's recipe).
-    `keep_alpha`: frames whose alpha file is kept as it is (only their RGBA is written).
     """
     pattern = SequencePattern(output)
     rgba_pattern = SequencePattern(rgba) if rgba else None
     total = len(source.frames) if only is None else len(set(only) & set(source.frames))
     report = MatteReport() if report is None else report
-    keep_alpha = set(keep_alpha)
     start = time.perf_counter()
     with tqdm(total=total, desc=f"{engine.name}", unit="frame", disable=not progress, leave=False) as bar:
         for result in engine.run(source, prompts, only=only):
@@ -65,8 +62,7 @@ def matte_shot(source: SequenceSource, prompts: Sequence[Prompt], engine: Engine
                 else:
                     rgba_like = like
                 write_rgba_frame(rgba_pattern, result.frame, premultiplied_rgba(plate, result.alpha), rgba_like)
-            if result.frame not in keep_alpha:
-                write_alpha_frame(pattern, result.frame, result.alpha, like=like)
+            write_alpha_frame(pattern, result.frame, result.alpha, like=like)
             report.written.append(result.frame)
             bar.update(1)
     report.seconds = time.perf_counter() - start

@@ -231,8 +231,10 @@ def test_a_failed_shot_records_the_frames_it_wrote_and_a_hole_in_the_plates_is_r
     assert "shot cut: warning: no plates for frames 1002 inside its span" in capsys.readouterr().err
 
 
-def test_a_changed_prompt_redoes_the_shot_and_a_later_rgba_keeps_its_alphas(clips, tmp_path, caplog):
+def test_a_changed_prompt_or_weights_redo_the_shot_but_the_same_weights_elsewhere_do_not(clips, tmp_path, caplog):
     import logging
+    from mam2_server.batch.manifest import Shot
+    from mam2_server.engines import EngineConfig
     from mam2_server.io.image import read_info
     manifest = write_manifest(tmp_path, [shot(clips, 0, name="a")])
     assert main(["batch", str(manifest), "--quiet"]) == 0
@@ -247,12 +249,16 @@ def test_a_changed_prompt_redoes_the_shot_and_a_later_rgba_keeps_its_alphas(clip
     assert "made with other prompts" in caplog.text
     second = {p.name: p.stat().st_ino for p in (tmp_path / "alpha").glob("a.*.exr")}
     assert all(second[n] != first[n] for n in first), "a frame of the old prompt was kept"
-    # asking for RGBA later writes the RGBA and leaves the finished alphas as they are
-    manifest = write_manifest(tmp_path, [shot(clips, 0, name="a", prompts=fixed, rgba="rgba/a.####.exr")])
-    assert main(["batch", str(manifest), "--quiet"]) == 0
-    assert {p.name: p.stat().st_ino for p in (tmp_path / "alpha").glob("a.*.exr")} == second
-    assert sorted(p.name for p in (tmp_path / "rgba").glob("a.*.exr")) == expected("a")
     assert main(["batch", str(manifest), "--quiet"]) == 0  # and then all is done
+    assert {p.name: p.stat().st_ino for p in (tmp_path / "alpha").glob("a.*.exr")} == second
+    # weights: by content, not by path (a farm mounts them elsewhere; a retrained file is new)
+    (tmp_path / "w1.pt").write_bytes(b"weights")
+    (tmp_path / "w2.pt").write_bytes(b"weights")
+    shots = [Shot("a", "in.####.exr", "out.####.exr", engine=EngineConfig("mam2", str(tmp_path / w)))
+             for w in ("w1.pt", "w2.pt")]
+    assert runner.recipe(shots[0]) == runner.recipe(shots[1])
+    (tmp_path / "w2.pt").write_bytes(b"weights, retrained")
+    assert runner.recipe(shots[0]) != runner.recipe(shots[1])
 
 
 def test_outputs_and_logs_that_cannot_be_written_are_refused_before_any_work(clips, tmp_path, capsys):

@@ -292,6 +292,7 @@ def test_errors_are_typed_and_paths_sanitised(client):
         (lambda: client.put_frames("errs", {1: b"not an exr"}, encoding="exr"), "bad_frame"),
         (lambda: client.add_prompt("errs", 1, box=(50, 50, 10, 10)), "bad_prompt"),
         (lambda: client.add_prompt("errs", 1, points=[(1000, 1, 1)]), "bad_prompt"),
+        (lambda: client.add_prompt("errs", 1, points=[(10, 10, 0)]), "bad_prompt"),  # background points alone
         (lambda: client.propagate("errs"), "bad_prompt"),
     ]:
         with pytest.raises(ServerError) as info:

@@ -36,7 +36,7 @@ keyframe, because a tracked frame depends on the frames before it in its pass, b
 missing frames are written; finished files are never rewritten, and passes with nothing
 missing are not run at all. Since the engines are deterministic for fixed prompts, the
 frames written now are those the interrupted run would have written. Every file a batch writes
-records its recipe (`runner.RECIPE`: engine, checkpoint path, colour space, prompts); a file with
+records its recipe (`runner.RECIPE`: engine, checkpoint content, colour space, prompts); a file with
 another recipe than the manifest's is not finished, so a changed prompt re-mattes the shot (files
 without one, from elsewhere, count as finished). Resume off recomputes and overwrites every frame
 (atomically, one by one; nothing is deleted first). An engine whose passes continue one another (`mam2`) also re-runs the forward

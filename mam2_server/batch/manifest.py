@@ -154,7 +154,7 @@ def load_manifest(path: str | Path, *, engine: str | None = None, checkpoint: st
                         name=strings["engine"] or defaults.get("engine") or engine or DEFAULT_ENGINE,
                         checkpoint=(_resolve(base, strings["checkpoint"]) if strings["checkpoint"] else
                                     _resolve(base, defaults["checkpoint"]) if defaults.get("checkpoint") else
-                                    checkpoint),
+                                    os.path.abspath(os.path.expanduser(checkpoint)) if checkpoint else None),
                         device=device or defaults.get("device")))
         if strings["frames"]:
             try:
@@ -238,7 +238,7 @@ def _setup_problems(shot: Shot, here: bool = True) -> list[str]:
     problems = []
     if shot.engine.name not in available_engines():
         problems.append(f"engine {shot.engine.name!r} is unknown (available: {', '.join(available_engines())})")
-    if here and shot.engine.checkpoint and not Path(shot.engine.checkpoint).is_file():
+    if here and shot.engine.checkpoint and not Path(shot.engine.checkpoint).expanduser().is_file():
         problems.append(f"checkpoint not found: {shot.engine.checkpoint}")
     for kind, pattern in (("output", shot.output), ("rgba", shot.rgba)):
         if here and pattern and (why := _unwritable(SequencePattern(pattern).directory)):

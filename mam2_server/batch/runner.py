@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Collection, Iterator, Mapping, Sequence, TextIO
 
 from mam2_server.engines import Engine, EngineConfig, create_engine
+from mam2_server.engines.identity import file_digest
 from mam2_server.io.colour import ColourConverter
 from mam2_server.io.image import read_info
 from mam2_server.io.sequence import SequencePattern, format_frame_range
@@ -42,12 +44,24 @@ RECIPE = "mam2/recipe"  # header attribute of every file a batch writes: what ma
 
 
 def recipe(shot: Shot) -> str:
-    """Digest of what a shot's mattes are made from besides the plates: engine, weights' path, colour
-    space and prompts. A frame on disk with another recipe is matted again (the manifest changed)."""
-    h = hashlib.sha256(json.dumps([shot.engine.name, shot.engine.checkpoint, shot.colorspace]).encode())
+    """Digest of what a shot's mattes are made from besides the plates: engine, the weights' content
+    (not their path: a farm may mount them elsewhere), colour space and prompts. A frame on disk with
+    another recipe is matted again (the manifest changed)."""
+    weights = _weights_digest(shot.engine.checkpoint) if shot.engine.checkpoint else None
+    h = hashlib.sha256(json.dumps([shot.engine.name, weights, shot.colorspace]).encode())
     for prompt in sorted(shot.prompts, key=lambda p: p.frame):
         h.update(prompt.digest())
     return h.hexdigest()[:16]
+
+
+def _weights_digest(path: str) -> str | None:
+    stamp = file_stamp(path)
+    return None if stamp is None else _content_digest(os.path.realpath(path), stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _content_digest(path: str, stamp: FileStamp) -> str:
+    return file_digest(path)  # once per file version and process (a checkpoint may be a gigabyte)
 
 
 def _file_state(path: Path, before: Mapping[str, FileStamp] | None, made_by: str | None) -> str:
@@ -257,7 +271,7 @@ def run_shot(shot: Shot, engines: dict[EngineConfig, Engine], *, resume: bool = 
         done = [f for f, st in states.items() if all(s == "done" for s in st)]
         stale = [f for f, st in states.items() if "stale" in st]
         if stale:
-            log.warning("%s: frames %s on disk were made with other prompts, engine or colour space than the "
+            log.warning("%s: frames %s on disk were made with other prompts, engine, weights or colour space than the "
                         "manifest's: matting them again", shot.name, format_frame_range(stale))
         result.kept = len(done)
         if frames and len(done) == len(frames):
@@ -269,11 +283,8 @@ def run_shot(shot: Shot, engines: dict[EngineConfig, Engine], *, resume: bool = 
         if engine is None:
             engine = engines[shot.engine] = create_engine(shot.engine)
         matte = MatteReport(written=result.written)  # filled frame by frame: a failure keeps the count
-        # an alpha that is done stays as it is when only its RGBA is missing (a shot given "rgba" later)
-        keep = [f for f, st in states.items() if st[0] == "done"]
         matte_shot(source, shot.prompts, _BatchEngine(engine, stop), shot.output,
-                   only=only, progress=progress, rgba=shot.rgba, report=matte,
-                   stamp={RECIPE: recipe(shot)}, keep_alpha=keep)
+                   only=only, progress=progress, rgba=shot.rgba, report=matte, stamp={RECIPE: recipe(shot)})
         expected = len(only) if only is not None else len(source.frames)
         result.status = "interrupted" if stop.is_set() and len(matte.written) < expected else "done"
     except KeyboardInterrupt:

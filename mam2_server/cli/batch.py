@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"mam2 batch: wrote the job bundle {template.parent} ({template.name}, parameter_values.json); "
               f"check it with `openjd check {template}`")
         return 0
-    problems = [f"shot {s.name}: {p}" for s in shots for p in batch.check_shot(s, part)]
+    # for a bundle, as the bundle is checked: the farm may mount weights and folders this machine has not
+    problems = [f"shot {s.name}: {p}" for s in shots for p in batch.check_shot(s, part, here=not args.openjd)]
     for problem in problems:  # all of them before any work; these shots fail, the others run
         print(f"mam2 batch: {problem}", file=sys.stderr)
     for shot in shots:  # not a problem, but rarely meant: a render that failed to write some frames

@@ -37,5 +37,5 @@ def engine_identity(name: str, checkpoint: str | None = None) -> str:
     """`name`, the installed code's digest and, with a checkpoint, its content's digest."""
     parts = [name, code_digest()]
     if checkpoint:
-        parts.append(file_digest(checkpoint))
+        parts.append(file_digest(Path(checkpoint).expanduser()))
     return ":".join(parts)

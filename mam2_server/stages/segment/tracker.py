@@ -171,8 +171,8 @@ class FlowTracker(Segmenter):
             self._update_colour(idx, mask, key=True)
             # a mask the user drew is where the edge is: no colour model makes it less sure
             extras["drawn"] = self._prompt.mask is not None and frame == self._prompt.frame
-            if extras["drawn"]:  # what the cut added around it is the trimap's to doubt
-                extras["drawn_mask"] = resize(self._prompt.mask.astype(np.float32), shape) > 0.5
+            if extras["drawn"]:  # what the cut added around it is the trimap's to doubt (at full size)
+                extras["drawn_mask"] = self._prompt.mask > 0.5
             extras["flow"] = np.zeros(shape + (2,), np.float32)
             extras["consistent"] = np.ones(shape, bool)
             soft = mask.astype(np.float32)
