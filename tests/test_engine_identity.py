@@ -34,3 +34,20 @@ def test_mam2_serve_keys_its_cache_by_the_engine_code_and_weights():
     args = argparse.Namespace(engine="classic", checkpoint=None, device="cpu", engine_factory=None)
     engine, identity = build_engine(args)
     assert engine.name == "classic" and identity == f"classic:{code_digest()}"
+
+
+def test_an_engine_factory_module_is_part_of_the_identity(tmp_path, monkeypatch):
+    module = tmp_path / "studio_engine.py"
+    module.write_text("from mam2_server.engines import create_engine\n"
+                      "def build(config):\n    return create_engine('baseline')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = argparse.Namespace(engine="classic", checkpoint=None, device="cpu", engine_factory="studio_engine:build")
+    _, first = build_engine(args)
+    assert first.startswith("studio_engine:build:") and first.endswith(f":baseline:{code_digest()}")
+    module.write_text(module.read_text() + "# tuned\n")
+    import importlib
+    import sys
+    sys.modules.pop("studio_engine", None)
+    importlib.invalidate_caches()
+    _, second = build_engine(args)
+    assert second != first

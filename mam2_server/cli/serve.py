@@ -101,7 +101,7 @@ def _needs_gpu(engine: str) -> bool:
 
 def build_engine(args: argparse.Namespace):
     from mam2_server.engines import EngineConfig, create_engine
-    from mam2_server.engines.identity import engine_identity
+    from mam2_server.engines.identity import engine_identity, file_digest
     config = EngineConfig(name=args.engine, checkpoint=args.checkpoint, device=args.device)
     if not args.engine_factory:
         return create_engine(config), engine_identity(config.name, config.checkpoint)
@@ -109,11 +109,15 @@ def build_engine(args: argparse.Namespace):
     if not module_name or not func:
         raise CLIError(f"--engine-factory takes MODULE:FUNCTION, got {args.engine_factory!r}")
     try:
-        factory = getattr(importlib.import_module(module_name), func)
+        module = importlib.import_module(module_name)
+        factory = getattr(module, func)
     except (ImportError, AttributeError) as exc:
         raise CLIError(f"--engine-factory {args.engine_factory}: {exc}") from None
     engine = factory(config)
-    return engine, engine_identity(f"{args.engine_factory}:{engine.name}", config.checkpoint)
+    # the factory's own module is code the results depend on too
+    source = getattr(module, "__file__", None)
+    own = f":{file_digest(source)}" if source and Path(source).is_file() else ""
+    return engine, engine_identity(f"{args.engine_factory}{own}:{engine.name}", config.checkpoint)
 
 
 def run(args: argparse.Namespace) -> int:
