@@ -39,9 +39,9 @@ frames written now are those the interrupted run would have written. Every file 
 records its recipe (`runner.RECIPE`: engine, checkpoint content, colour space, prompts); a file with
 another recipe than the manifest's is not finished, so a changed prompt re-mattes the shot (files
 without one, from elsewhere, count as finished). Resume off recomputes and overwrites every frame
-(atomically, one by one; nothing is deleted first). An engine whose passes continue one another (`mam2`) also re-runs the forward
-passes before a missing frame's pass, since each continues the previous one's memory bank
-(`batch.units`).
+(atomically, one by one; nothing is deleted first). An engine whose passes continue one another
+(`mam2`) also re-runs the forward passes before a missing frame's pass, since each continues the
+previous one's memory bank (`batch.units`).
 
 Beyond one machine: `ray_runner` runs the shots as Ray tasks (chunks split only where the
 engine allows it, `units`), `openjd` writes an Open Job Description job bundle for a farm.
