@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Collection, Iterator, Mapping, Sequence, TextIO
 
 from mam2_server.engines import Engine, EngineConfig, create_engine
-from mam2_server.engines.identity import file_digest
+from mam2_server.engines.identity import content_digest
 from mam2_server.io.colour import ColourConverter
 from mam2_server.io.image import read_info
 from mam2_server.io.sequence import SequencePattern, format_frame_range
@@ -47,21 +46,12 @@ def recipe(shot: Shot) -> str:
     """Digest of what a shot's mattes are made from besides the plates: engine, the weights' content
     (not their path: a farm may mount them elsewhere), colour space and prompts. A frame on disk with
     another recipe is matted again (the manifest changed)."""
-    weights = _weights_digest(shot.engine.checkpoint) if shot.engine.checkpoint else None
+    checkpoint = shot.engine.checkpoint
+    weights = content_digest(checkpoint) if checkpoint and Path(checkpoint).expanduser().is_file() else None
     h = hashlib.sha256(json.dumps([shot.engine.name, weights, shot.colorspace]).encode())
     for prompt in sorted(shot.prompts, key=lambda p: p.frame):
         h.update(prompt.digest())
     return h.hexdigest()[:16]
-
-
-def _weights_digest(path: str) -> str | None:
-    stamp = file_stamp(path)
-    return None if stamp is None else _content_digest(os.path.realpath(path), stamp)
-
-
-@functools.lru_cache(maxsize=8)
-def _content_digest(path: str, stamp: FileStamp) -> str:
-    return file_digest(path)  # once per file version and process (a checkpoint may be a gigabyte)
 
 
 def _file_state(path: Path, before: Mapping[str, FileStamp] | None, made_by: str | None) -> str:

@@ -101,7 +101,7 @@ def _needs_gpu(engine: str) -> bool:
 
 def build_engine(args: argparse.Namespace):
     from mam2_server.engines import EngineConfig, create_engine
-    from mam2_server.engines.identity import engine_identity, file_digest
+    from mam2_server.engines.identity import content_digest, engine_identity
     config = EngineConfig(name=args.engine, checkpoint=args.checkpoint, device=args.device)
     if not args.engine_factory:
         return create_engine(config), engine_identity(config.name, config.checkpoint)
@@ -116,7 +116,7 @@ def build_engine(args: argparse.Namespace):
     engine = factory(config)
     # the factory's own module is code the results depend on too
     source = getattr(module, "__file__", None)
-    own = f":{file_digest(source)}" if source and Path(source).is_file() else ""
+    own = f":{content_digest(source)}" if source and Path(source).is_file() else ""
     return engine, engine_identity(f"{args.engine_factory}{own}:{engine.name}", config.checkpoint)
 
 
