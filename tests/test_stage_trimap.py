@@ -115,11 +115,11 @@ def test_the_ring_the_cut_grew_around_a_drawn_mask_is_unknown():
     t.begin_pass(None, Pass(1, FORWARD, (1,)), {1: Prompt(frame=1, mask=square_mask())})
     drawn = square_mask() > 0
     grown = square_mask(24, 72, 8, 56)
-    tri = t.process(images(), Segmentation(grown, {"drawn": True, "drawn_mask": drawn}))
+    tri = t.process(images(), Segmentation(grown, {"drawn_mask": drawn}))
     assert (tri[32, 24:30] == 0.5).all() and (tri[32, 66:72] == 0.5).all()
     assert tri[32, 48] == 1.0 and tri[2, 2] == 0.0
     t.begin_pass(None, Pass(1, FORWARD, (1,)), {1: Prompt(frame=1, mask=square_mask())})
-    tri = t.process(images(), Segmentation(grown, {"drawn": True}))  # without it, the ring is sure
+    tri = t.process(images(), Segmentation(grown, {"drawn_mask": grown > 0}))  # drawn as grown: no ring, sure
     assert tri[32, 27] == 1.0
 
 
@@ -134,6 +134,6 @@ def test_the_tracker_hands_the_drawn_mask_to_the_trimap_on_its_keyframe_only():
     tr = FlowTracker()
     tr.begin_pass(src, Pass(1, FORWARD, (1, 2, 3)), {1: Prompt(frame=1, mask=drawn)})
     segs = [tr.process(FrameImages(f, src.linear(f), src.display(f))) for f in (1, 2, 3)]
-    assert segs[0].extras["drawn"] and (segs[0].extras["drawn_mask"] == (drawn > 0.5)).all()
+    assert (segs[0].extras["drawn_mask"] == (drawn > 0.5)).all()
     assert (segs[0].mask > 0.5).sum() > drawn.sum()  # the cut grew the tight mask towards the disc's edge
     assert all("drawn_mask" not in s.extras for s in segs[1:])

@@ -169,9 +169,9 @@ class FlowTracker(Segmenter):
         if frame == self._prompt.frame or self._prev_mask is None:
             mask = self._cut(bgr, self._prompt, full)
             self._update_colour(idx, mask, key=True)
-            # a mask the user drew is where the edge is: no colour model makes it less sure
-            extras["drawn"] = self._prompt.mask is not None and frame == self._prompt.frame
-            if extras["drawn"]:  # what the cut added around it is the trimap's to doubt (at full size)
+            # a mask the user drew (full size) is where the edge is: no colour model makes it less sure,
+            # and what the cut added around it is the trimap's to doubt
+            if self._prompt.mask is not None and frame == self._prompt.frame:
                 extras["drawn_mask"] = self._prompt.mask > 0.5
             extras["flow"] = np.zeros(shape + (2,), np.float32)
             extras["consistent"] = np.ones(shape, bool)
@@ -192,7 +192,7 @@ class FlowTracker(Segmenter):
                 self._update_colour(idx, mask, key=False)
             soft = mask.astype(np.float32)
         extras["colour_prob"] = self._colour_prob(idx) if self._hist_fg is not None else None
-        if extras["colour_prob"] is not None and self.hole_below > 0 and not extras.get("drawn"):
+        if extras["colour_prob"] is not None and self.hole_below > 0 and "drawn_mask" not in extras:
             # pixels whose colour the models call background, not merely ambiguous (gaps between
             # leaves the cut smoothed over): holes in the mask. An object sharing its background's
             # colours is ambiguous (near 0.5), never below this; a mask the user drew is kept

@@ -61,7 +61,7 @@ class AdaptiveTrimapper(Trimapper):
 
     def uncertainty(self, images: FrameImages, seg: Segmentation, shape) -> np.ndarray:
         unc = np.zeros(shape, np.float32)
-        if seg.extras.get("drawn"):
+        if seg.extras.get("drawn_mask") is not None:
             return unc  # the edge is where the user drew it: the narrowest band
         mask = resize(seg.mask, shape) > 0.5
         prob = seg.extras.get("colour_prob")
