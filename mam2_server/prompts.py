@@ -76,14 +76,15 @@ class Prompt:
         if self.mask is not None and self.mask.shape != (height, width):
             raise PromptError(f"frame {self.frame}: mask is {self.mask.shape[1]}x{self.mask.shape[0]}, "
                               f"the frame is {width}x{height}")
-        if self.mask is not None and self.box is None and not self.points and (self.mask > 0.5).all():
+        if self.mask is not None and self.box is None and not self.points:  # the mask alone says where it is
             named = f" {self.mask_path}" if self.mask_path else ""
-            raise PromptError(f"frame {self.frame}: the mask{named} covers the whole frame, so nothing is background "
-                              "(the object is where its A channel, else its first channel, is above 0.5)")
-        if self.mask is not None and self.box is None and not self.points and not (self.mask > 0.5).any():
-            named = f" {self.mask_path}" if self.mask_path else ""
-            raise PromptError(f"frame {self.frame}: the mask{named} is empty (nothing of its A channel, else its "
-                              "first channel, is above 0.5)")
+            inside = self.mask > 0.5
+            if inside.all():
+                raise PromptError(f"frame {self.frame}: the mask{named} covers the whole frame, so nothing is "
+                                  "background (the object is where its A channel, else its first channel, is above 0.5)")
+            if not inside.any():
+                raise PromptError(f"frame {self.frame}: the mask{named} is empty (nothing of its A channel, else its "
+                                  "first channel, is above 0.5)")
 
     def clipped_box(self, width: int, height: int) -> tuple[int, int, int, int] | None:
         """The box as integer pixel bounds clipped to the frame (x0, y0, x1, y1; x1/y1 exclusive)."""

@@ -45,6 +45,7 @@ def matte_shot(source: SequenceSource, prompts: Sequence[Prompt], engine: Engine
     rgba_pattern = SequencePattern(rgba) if rgba else None
     total = len(source.frames) if only is None else len(set(only) & set(source.frames))
     report = MatteReport() if report is None else report
+    folders = tuple(p for p in (rgba_pattern, pattern) if p is not None)  # still to be made
     start = time.perf_counter()
     with tqdm(total=total, desc=f"{engine.name}", unit="frame", disable=not progress, leave=False) as bar:
         for result in engine.run(source, prompts, only=only):
@@ -52,9 +53,10 @@ def matte_shot(source: SequenceSource, prompts: Sequence[Prompt], engine: Engine
             if stamp:
                 like = like.copy()
                 like.metadata.update(stamp)
-            for p in (rgba_pattern, pattern):  # made with the first frame: a run refused earlier leaves nothing
-                if p is not None:
-                    p.path(result.frame).parent.mkdir(parents=True, exist_ok=True)
+            if folders:  # made with the first frame: a run refused earlier leaves nothing
+                for p in folders:
+                    p.directory.mkdir(parents=True, exist_ok=True)
+                folders = ()
             if rgba_pattern is not None:  # first: a frame whose alpha exists is complete (batch resume)
                 plate = source.linear(result.frame)
                 if not source.colour.is_linear:  # decoded to the working space: tag it so, not as the plate
