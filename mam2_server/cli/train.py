@@ -93,10 +93,13 @@ def _check(args: argparse.Namespace) -> None:
         raise CLIError(f"--backgrounds: not a folder: {args.backgrounds}")
 
 
-def _recorded_settings(args: argparse.Namespace) -> dict[str, object]:
-    """The settings a checkpoint records (`state.SETTING_KEYS`) and a resume compares."""
-    lr = args.lr if args.lr is not None else STAGE_LR[args.stage]
-    return {"accum": args.accum, "lr": float(lr), "warmup": args.warmup, "schedule": args.schedule}
+def _train_settings(args: argparse.Namespace):
+    from mam2_server.train.run import TrainSettings
+    return TrainSettings(stage=args.stage, steps=args.steps,
+                         lr=float(args.lr if args.lr is not None else STAGE_LR[args.stage]),
+                         weight_decay=args.weight_decay, warmup_steps=args.warmup, schedule=args.schedule,
+                         accum_steps=args.accum, save_every=args.save_every, seed=args.seed,
+                         precision=args.precision, workers=args.workers)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from mam2_server.train.distributed import DistContext
     from mam2_server.train.init import enable_activation_checkpointing, init_matter_from_dino, init_model
     from mam2_server.train.mix import DataSpec, MixedData
-    from mam2_server.train.run import TrainSettings, train
+    from mam2_server.train.run import train
     from mam2_server.train.state import resume_state
 
     spec = DataSpec.from_args(args.data, probs=args.prob, batches=args.batch, frames=args.frames,
@@ -126,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
             if state.world_size != dist.world_size:
                 say(f"mam2 train: the run had {state.world_size} process(es), this one {dist.world_size}: the "
                     "data stream from here on differs from an uninterrupted run")
-            changed = state.changed_settings(_recorded_settings(args))
+            changed = state.changed_settings(_train_settings(args).recorded())
             if changed:
                 say(f"mam2 train: the run had other settings ({', '.join(changed)}): the data stream (--accum) or "
                     "the learning rate from here on differs from an uninterrupted run")
@@ -144,11 +147,7 @@ def run(args: argparse.Namespace) -> int:
             f"{dist.world_size} process(es) on {dist.device.type}")
         for line in data.describe():
             say(f"  {line}")
-        recorded = _recorded_settings(args)
-        settings = TrainSettings(stage=args.stage, steps=args.steps, lr=recorded["lr"],
-                                 weight_decay=args.weight_decay, warmup_steps=args.warmup, schedule=args.schedule,
-                                 accum_steps=args.accum, save_every=args.save_every, seed=args.seed,
-                                 precision=args.precision, workers=args.workers)
+        settings = _train_settings(args)  # after a resume has set the run's seed
         torch.manual_seed(args.seed)
         result = train(model, data, settings, args.out, dist=dist, start_step=start, optimizer_state=optim_state,
                        progress=not args.quiet)

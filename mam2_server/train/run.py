@@ -52,6 +52,10 @@ class TrainSettings:
     precision: str = "fp32"  # "fp32" or "bf16" (autocast, CUDA only)
     workers: int = 0  # DataLoader worker processes building batches ahead (0: in the training process)
 
+    def recorded(self) -> dict[str, object]:
+        """The settings a checkpoint records (`state.SETTING_KEYS`) and a resume compares."""
+        return {"accum": self.accum_steps, "lr": self.lr, "warmup": self.warmup_steps, "schedule": self.schedule}
+
 
 def lr_factor(s: TrainSettings, step: int) -> float:
     """Multiplier of the initial rate for optimiser step `step` (0-based)."""
@@ -203,7 +207,7 @@ def _checkpoint(model, optimizer, path: Path, s: TrainSettings, dist: DistContex
         try:
             run.checkpoints.append(save_training_checkpoint(
                 model, optimizer, path, stage=s.stage, step=run.last_step, seed=s.seed, world_size=dist.world_size,
-                settings={"accum": s.accum_steps, "lr": s.lr, "warmup": s.warmup_steps, "schedule": s.schedule}))
+                settings=s.recorded()))
             copy_checkpoint(path, last_path(path.parent, s.stage))  # after a crash, --resume _last continues here
             log.event({"event": "checkpoint", "step": run.last_step, "path": str(path), "rank_digests": digests})
         except Exception as exc:  # every rank must hear of it: the others would wait for rank 0 forever
