@@ -1,8 +1,6 @@
 """The MAM2 data kept in the .blend (`scene.mam2`: keys, plate, output, shot UUID) and the add-on preferences."""
 from __future__ import annotations
 
-import uuid
-
 import bpy
 from bpy.props import (
     BoolProperty,
@@ -91,10 +89,12 @@ class MAM2Settings(bpy.types.PropertyGroup):
         """This scene's shot UUID. A scene copied from another shares its UUID: the one not named as the
         UUID's owner (the copy, "Scene.001") gets a fresh one, whichever of the two acts first, so the
         original keeps its shot. A renamed scene with no twin keeps its UUID and becomes its owner."""
-        twins = self.shot_uuid and any(other != scene and other.mam2.shot_uuid == self.shot_uuid
-                                       for other in bpy.data.scenes if hasattr(other, "mam2"))
-        if not self.shot_uuid or (twins and self.shot_owner != scene.name):
-            self.shot_uuid = uuid.uuid4().hex
+        def has_twin(value: str) -> bool:
+            return any(other != scene and other.mam2.shot_uuid == value
+                       for other in bpy.data.scenes if hasattr(other, "mam2"))
+        chosen = core.owned_uuid(self.shot_uuid, self.shot_owner, scene.name, has_twin)
+        if chosen != self.shot_uuid:
+            self.shot_uuid = chosen
         if self.shot_owner != scene.name:
             self.shot_owner = scene.name
         return self.shot_uuid

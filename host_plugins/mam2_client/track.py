@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,6 +132,17 @@ class JobResult:
     warning: str = ""
     error: str = ""  # set instead of raising, so the adapter only has to show it
     server: dict = field(default_factory=dict)  # the server's hello: engine, device, version
+
+
+def owned_uuid(current: str, owner: str, me: str, has_twin: Callable[[str], bool]) -> str:
+    """The shot UUID of the node or scene named `me`, kept with its file: `current`, or a fresh one when
+    there is none or when another node or scene shares it (`has_twin(uuid)`: a copy) and `owner`, the
+    name recorded with the UUID, is not `me`. So of two with one UUID the copy gets a new one,
+    whichever acts first, and the original keeps its shot; a renamed one with no twin keeps its UUID.
+    The host then records `me` as the owner."""
+    if not current or (owner != me and has_twin(current)):
+        return uuid.uuid4().hex
+    return current
 
 
 def shot_id(host: str, key: str, width: int, height: int, first: int, last: int, tag: str = "") -> str:

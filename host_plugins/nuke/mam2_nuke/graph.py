@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import uuid
 
 import nuke
 from mam2_client import track as core
@@ -45,22 +44,24 @@ def colorspace(node) -> str | None:
 
 
 def shot_uuid(node) -> str:
-    """The node's stable shot id (a UUID kept in the script). A copy-pasted duplicate shares it, and the
-    node it was pasted from keeps it: the UUID's owner (the node's full name, in `shot_owner`) is pasted
-    along, so of two nodes with one UUID the one not named as its owner gets a new UUID, whichever acts
-    first. A renamed node with no twin keeps its UUID and becomes its owner."""
+    """The node's stable shot id (a UUID kept in the script; `core.owned_uuid`). A copy-pasted duplicate
+    shares it, and the node it was pasted from keeps it: the UUID's owner (the node's full name, in
+    `shot_owner`) is pasted along, so of two nodes with one UUID the one not named as its owner gets a
+    new UUID. A renamed node with no twin keeps its UUID and becomes its owner."""
     current = node["shot_uuid"].value()
     me = node.fullName()
     owner_knob = node.knob("shot_owner")  # absent on a node saved before it existed
     owner = owner_knob.value() if owner_knob is not None else ""
-    twins = current and any(n.fullName() != me and n.knob("shot_uuid") is not None and n["shot_uuid"].value() == current
-                            for n in nuke.allNodes(group=nuke.root(), recurseGroups=True))
-    if not current or (twins and owner != me):
-        current = uuid.uuid4().hex
-        node["shot_uuid"].setValue(current)
+
+    def has_twin(value: str) -> bool:
+        return any(n.fullName() != me and n.knob("shot_uuid") is not None and n["shot_uuid"].value() == value
+                   for n in nuke.allNodes(group=nuke.root(), recurseGroups=True))
+    chosen = core.owned_uuid(current, owner, me, has_twin)
+    if chosen != current:
+        node["shot_uuid"].setValue(chosen)
     if owner_knob is not None and owner != me:
         owner_knob.setValue(me)
-    return current
+    return chosen
 
 
 def shot_span(node, first: int, last: int) -> tuple[int, int]:
