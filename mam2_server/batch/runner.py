@@ -74,10 +74,11 @@ def output_paths(shot: Shot, frame: int) -> list[Path]:
     return [SequencePattern(p).path(frame) for p in (shot.output, shot.rgba) if p]
 
 
-def frame_states(shot: Shot, frames: Sequence[int], before: Mapping[str, FileStamp] | None = None
-                 ) -> dict[int, list[str]]:
-    """frame -> the state (`_file_state`) of each of its output files, alpha first."""
-    made_by = recipe(shot)
+def frame_states(shot: Shot, frames: Sequence[int], before: Mapping[str, FileStamp] | None = None,
+                 made_by: str | None = None) -> dict[int, list[str]]:
+    """frame -> the state (`_file_state`) of each of its output files, alpha first; `made_by`: the
+    shot's `recipe`, when the caller has it already."""
+    made_by = made_by or recipe(shot)
     return {f: [_file_state(path, before, made_by) for path in output_paths(shot, f)] for f in frames}
 
 
@@ -257,7 +258,9 @@ def run_shot(shot: Shot, engines: dict[EngineConfig, Engine], *, resume: bool = 
         if part is not None:  # a task's frames: those of them the shot has (shots differ in length)
             frames = sorted(set(part) & set(frames))
         result.frames = frames
-        states = frame_states(shot, frames, None if resume else before) if resume or before is not None else {}
+        made_by = recipe(shot)  # hashes the prompts' masks: once per shot
+        states = (frame_states(shot, frames, None if resume else before, made_by) if resume or before is not None
+                  else {})
         done = [f for f, st in states.items() if all(s == "done" for s in st)]
         stale = [f for f, st in states.items() if "stale" in st]
         if stale:
@@ -274,7 +277,7 @@ def run_shot(shot: Shot, engines: dict[EngineConfig, Engine], *, resume: bool = 
             engine = engines[shot.engine] = create_engine(shot.engine)
         matte = MatteReport(written=result.written)  # filled frame by frame: a failure keeps the count
         matte_shot(source, shot.prompts, _BatchEngine(engine, stop), shot.output,
-                   only=only, progress=progress, rgba=shot.rgba, report=matte, stamp={RECIPE: recipe(shot)})
+                   only=only, progress=progress, rgba=shot.rgba, report=matte, stamp={RECIPE: made_by})
         expected = len(only) if only is not None else len(source.frames)
         result.status = "interrupted" if stop.is_set() and len(matte.written) < expected else "done"
     except KeyboardInterrupt:
