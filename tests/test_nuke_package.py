@@ -136,6 +136,34 @@ def test_init_py_in_a_clean_python_311_makes_the_node_zmq_and_msgpack_importable
     assert all((package / "site" / s).is_dir() for s in sites)
 
 
+_STUDIO = r"""
+import os, sys
+package, stub, studio = sys.argv[1:4]
+sys.path.insert(0, stub)
+sys.path.insert(0, studio)  # a studio's pinned msgpack, already on the path before Nuke runs init.py
+import nuke
+init = os.path.join(package, "init.py")
+exec(compile(open(init).read(), init, "exec"), {"__name__": "__main__"})
+import msgpack, zmq
+print(msgpack.__file__)
+print(zmq.__file__)
+"""
+
+
+def test_a_studios_own_packages_keep_precedence_over_the_packaged_ones(package, tmp_path):
+    stub, studio = tmp_path / "stub", tmp_path / "studio"
+    (studio / "msgpack").mkdir(parents=True)
+    (studio / "msgpack" / "__init__.py").write_text("version = (0, 0, 0)\n")
+    stub.mkdir()
+    (stub / "nuke.py").write_text(_STUB)
+    out = subprocess.run([clean_python_311(), "-I", "-S", "-c", _STUDIO, str(package), str(stub), str(studio)],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    msgpack_file, zmq_file = out.stdout.split()
+    assert msgpack_file.startswith(str(studio))  # the studio's copy wins
+    assert zmq_file.startswith(str(package / "site"))  # what the studio lacks comes from the package
+
+
 def test_a_failed_package_leaves_the_previous_one_and_foreign_folders_are_refused(package, wheel_cache, tmp_path):
     before = sorted(p.relative_to(package) for p in package.rglob("*"))
     out = mam2("package", "nuke", str(package), "--python", "3.8", "--platform", "linux-x86_64",

@@ -62,6 +62,30 @@ def test_tcl_and_relative_paths_are_expanded_and_files_sent_by_path(node, server
     assert sent[FIRST + 2] == str(tmp_path / "shots" / "sh010" / "plate.1003.exr")
 
 
+def test_a_relative_read_under_a_script_directory_expression_is_sent_by_path(node, server, tmp_path):
+    """Nuke's "Script Directory" button writes an expression into the project directory: it is
+    evaluated (its raw text is no folder), so the Read's files are still sent as paths."""
+    write_plates(tmp_path / "comp" / "sh010")
+    nuke.root()["name"].setValue(str(tmp_path / "comp" / "sh010_comp_v001.nk"))
+    nuke.root()["project_directory"].setValue("[python {nuke.script_directory()}]")
+    assert nuke.root()["project_directory"].value() == "[python {nuke.script_directory()}]"
+    node.setInput(0, make_read("sh010/plate.####.exr", FIRST, FIRST + 5))
+    press(node, "track")
+    assert status(node).startswith("Done: 6 frames computed"), status(node)
+    assert nuke.executed == []  # not rendered
+    assert plate_files_sent(server, node)[FIRST] == str(tmp_path / "comp" / "sh010" / "plate.1001.exr")
+
+
+def test_a_disabled_read_is_refused_not_matted_as_black(node, tmp_path):
+    write_plates(tmp_path / "p")
+    read = make_read(str(tmp_path / "p" / "plate.####.exr"), FIRST, FIRST + 5)
+    read["disable"].setValue(True)
+    node.setInput(0, read)
+    press(node, "track")
+    assert status(node).startswith(f"Error: the input {read.name()} is disabled"), status(node)
+    assert nuke.executed == []
+
+
 def test_a_plate_in_another_colour_space_is_linearised_by_nuke(node, tmp_path):
     write_plates(tmp_path / "lin")
     reference = make_read(str(tmp_path / "lin" / "plate.####.exr"), FIRST, FIRST + 5)

@@ -1,6 +1,7 @@
 # MAM2 for Nuke. Put this folder on NUKE_PATH (or nuke.pluginAddPath it from ~/.nuke/init.py).
-# Runs in GUI and headless (`nuke -t`, farm) sessions and only uses nuke.pluginAddPath, which puts a
-# folder on Nuke's plugin path and on sys.path (Foundry: nuke.pluginAddPath).
+# Runs in GUI and headless (`nuke -t`, farm) sessions. nuke.pluginAddPath puts the node's folders first on
+# Nuke's plugin path and on sys.path (Foundry: nuke.pluginAddPath); the pyzmq/msgpack folder goes last on
+# sys.path, so a studio's own copies, already importable, keep winning in every later import.
 #
 # Two layouts:
 #  * a folder written by `mam2 package nuke DIR`: DIR/python (mam2_nuke, mam2_client), DIR/gizmos, and
@@ -44,7 +45,8 @@ def _mam2_setup():
         return
     site = os.path.join(_MAM2_HERE, "site", mam2_site())
     if os.path.isdir(site):
-        nuke.pluginAddPath(site)
+        if site not in sys.path:
+            sys.path.append(site)
     else:
         folder = os.path.join(_MAM2_HERE, "site")
         have = sorted(os.listdir(folder)) if os.path.isdir(folder) else []

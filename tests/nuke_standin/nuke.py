@@ -172,6 +172,12 @@ def filename(node, flags: int = 0):
     return k[knob]._tcl(R.HASHES.sub(lambda m: f"%0{len(m.group(0))}d", k[knob]._value))
 
 
+def script_directory() -> str:
+    """The saved script's folder ('' for an unsaved script), as Nuke's nuke.script_directory()."""
+    name = N.root()._knobs["name"]._value
+    return os.path.dirname(name) if name else ""
+
+
 def execute(node, start: int, end: int, incr: int = 1, views=None, continueOnError: bool = False) -> None:
     """Render a Write (a RuntimeError for any failure, as Nuke raises for a failed render)."""
     S.main_only("nuke.execute()")

@@ -1,7 +1,8 @@
 """The two small languages the stand-in evaluates: TCL in string knobs, Nuke expressions in numbers.
 
-TCL: `[value root.name]`, `[value knob]`, `[file dirname ...]`, `[file tail ...]`, nested; any
-other command raises as Nuke does (an error on the knob). Expressions (Nuke's own language,
+TCL: `[value root.name]`, `[value knob]`, `[file dirname ...]`, `[file tail ...]`, `[python {expr}]`
+(a Python expression with `nuke` in scope: what Nuke's "Script Directory" button writes into the
+project directory), nested; any other command raises as Nuke does (an error on the knob). Expressions (Nuke's own language,
 not Python): numbers, `frame`/`t`, `+ - * / ( )`, comparisons, `!`, `&&`, `||`, and knob
 references `knob`, `parent.knob`, `root.knob`, `Node.knob`, each with an optional `.x/.y/.r/.t`
 or index field, evaluated at the asked frame.
@@ -46,6 +47,12 @@ def _command(line: str, resolve) -> str:
         return posixpath.dirname(path) or "."  # Tcl: "." for a name without a folder
     if words[:2] == ["file", "tail"] and len(words) == 3:
         return posixpath.basename(words[2])
+    if words[:1] == ["python"] and len(words) > 1:
+        import nuke  # the stand-in module, as the expression sees Nuke's
+        source = line.split(None, 1)[1].strip()
+        if source.startswith("{") and source.endswith("}"):
+            source = source[1:-1]
+        return str(eval(source, {"nuke": nuke}))  # noqa: S307 - the stand-in runs the test's own script
     raise RuntimeError(f'invalid command name "{words[0] if words else ""}"')
 
 

@@ -46,7 +46,7 @@ def _builtin(cls: str) -> dict:
         "Constant": {"format": Format_Knob, **frame_range},
         "Roto": {"format": Format_Knob, "output": _enum("alpha", "rgba")},
         "Transform": {"translate": XY_Knob, "center": XY_Knob, "rotate": Double_Knob, "scale": Double_Knob},
-        "Root": {"project_directory": String_Knob, "first_frame": Int_Knob, "last_frame": Int_Knob,
+        "Root": {"project_directory": File_Knob, "first_frame": Int_Knob, "last_frame": Int_Knob,
                  "format": Format_Knob, "proxy": Boolean_Knob, "proxy_type": _enum("scale", "format"),
                  "proxy_scale": Double_Knob, "colorManagement": _enum("Nuke", "OCIO"),
                  "workingSpaceLUT": _enum(*WORKING_SPACES)},

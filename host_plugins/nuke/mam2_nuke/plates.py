@@ -39,7 +39,9 @@ def direct_files(plate, first: int, last: int, frame_path) -> dict[int, str] | N
     if not pattern or not pattern.lower().endswith(".exr"):
         return None
     if not os.path.isabs(pattern):
-        base = nuke.root()["project_directory"].value() or os.path.dirname(nuke.root()["name"].value())
+        # evaluate(): the project directory is often an expression ("Script Directory" writes
+        # [python {nuke.script_directory()}]); value() is its raw text
+        base = nuke.root()["project_directory"].evaluate() or os.path.dirname(nuke.root()["name"].value())
         pattern = os.path.join(base, pattern)
     files = {f: frame_path(pattern, f) for f in range(first, last + 1)}
     return files if all(os.path.isfile(p) for p in files.values()) else None

@@ -102,6 +102,8 @@ def _build(node, key: str, set_key: bool, scratch: str, notes: list[str]):
     plate = node.input(PLATE_INPUT)
     if plate is None:
         raise Refused("no input: connect the plate to the MAM2 node's input")
+    if plate.Class() == "Read" and plate["disable"].value():
+        raise Refused(f"the input {plate.name()} is disabled (Nuke shows black there): enable it, or connect the plate")
     fmt = plate.format()
     width, height = fmt.width(), fmt.height()
     first, last = graph.frame_range(node, plate)
@@ -212,7 +214,7 @@ def _finish(node, job: core.TrackJob, result: core.JobResult, context: Context) 
         shown = graph.show_alphas(node, job.output_pattern, context.read_pattern, context.fmt, job.first, job.last)
         text = core.summary(result, list(range(job.first, job.last + 1)))
         if result.server:
-            text += f" [server: engine {result.server.get('engine')} on {result.server.get('device')}]"
+            text += f" (server: engine {result.server.get('engine')} on {result.server.get('device')})"
         if context.notes:
             text += ". Note: " + "; ".join(context.notes)
         if result.error:
