@@ -84,6 +84,12 @@ def test_ensure_server_reports_clearly_when_it_cannot_start(tmp_path, monkeypatc
     with pytest.raises(ServerUnavailable, match="exited with code 3"):
         ensure_server(address, command=[sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"],
                       timeout=0.2, log_path=tmp_path / "serve.log")
+    for name in ("MAM2_SERVER_COMMAND", "MAM2_PYTHON"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `mam2` on it
+    with pytest.raises(ServerUnavailable, match=r"none can be started.*set Preferences > MAM2 > Server command, or "
+                                                r"MAM2_SERVER_COMMAND"):
+        ensure_server(address, timeout=0.2, command_setting="Preferences > MAM2 > Server command")
 
 
 def test_ensure_server_starts_a_local_server_with_a_clean_environment(tmp_path, monkeypatch):
@@ -370,3 +376,100 @@ def test_ensure_server_closes_its_clients_and_stops_what_it_started_whatever_goe
     finally:
         if pid_file.exists() and process_alive(int(pid_file.read_text())):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_a_server_killed_mid_propagate_ends_the_wait_at_once_and_keeps_the_finished_frames(tmp_path):
+    """No 600 s wait on a dead server (the host's run would stay stuck, Cancel or not): the closed
+    connection ends the wait with a clear error, and the frames that came back are kept."""
+    from test_server_support import clip
+    BOX = (8, 10, 30, 30)
+    server = ServerProcess(tmp_path / "cache", delay=0.2)
+    got, outcome = [], {}
+    try:
+        server.wait_ready()
+        client = server.client()  # the default frame_timeout (600 s)
+        assert client.frame_timeout >= 600
+        frames = clip(40)
+        client.open_shot("killed", first=1, last=40, width=frames[0].shape[1], height=frames[0].shape[0])
+        client.put_frames("killed", {i + 1: f for i, f in enumerate(frames)})
+        client.add_prompt("killed", 1, box=BOX)
+
+        def run():
+            try:
+                client.propagate("killed", on_alpha=lambda a: got.append(a.frame))
+            except Exception as exc:  # noqa: BLE001
+                outcome["error"] = exc
+            outcome["at"] = time.monotonic()
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        deadline = time.monotonic() + 30
+        while len(got) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        killed_at = time.monotonic()
+        server.kill9()
+        worker.join(30)
+        client.close()
+    finally:
+        server.stop()
+    assert not worker.is_alive()
+    assert isinstance(outcome.get("error"), ServerUnavailable), outcome
+    assert "went away" in str(outcome["error"]) and "kept" in str(outcome["error"])
+    assert outcome["at"] - killed_at < 5
+    assert 3 <= len(got) < 40
+
+
+def test_stop_cancels_a_propagate_while_no_frame_finishes(tmp_path):
+    """A host's Cancel during a long frame reaches the server then, not after the next frame."""
+    from test_server_support import clip
+    BOX = (8, 10, 30, 30)
+    with ServerProcess(tmp_path / "cache", delay=2.0) as server:
+        with server.client() as client:
+            frames = clip(6)
+            client.open_shot("long", first=1, last=6, width=frames[0].shape[1], height=frames[0].shape[0])
+            client.put_frames("long", {i + 1: f for i, f in enumerate(frames)})
+            client.add_prompt("long", 1, box=BOX)
+            started = time.monotonic()
+            result = client.propagate("long", stop=lambda: time.monotonic() - started > 0.5)
+    assert result.cancelled
+    assert len(result.computed) == 1  # the frame in progress when Cancel came, no more
+
+
+_LONG_JOB = r"""
+import sys
+sys.path.insert(0, sys.argv[2])
+from test_server_support import clip
+from host_plugins.mam2_client import Client
+c = Client(sys.argv[1], timeout=20)
+frames = clip(40)
+c.open_shot("abandoned", first=1, last=40, width=frames[0].shape[1], height=frames[0].shape[0])
+c.put_frames("abandoned", {i + 1: f for i, f in enumerate(frames)})
+c.add_prompt("abandoned", 1, box=(8, 10, 30, 30))
+def alpha(a):
+    print("alpha", a.frame, flush=True)
+c.propagate("abandoned", on_alpha=alpha)
+"""
+
+
+def test_a_killed_clients_propagate_is_cancelled_so_other_shots_do_not_wait(tmp_path):
+    from test_server_support import clip
+    with ServerProcess(tmp_path / "cache", delay=0.25) as server:
+        job = subprocess.Popen([sys.executable, "-c", _LONG_JOB, server.address, str(Path(__file__).parent)],
+                               cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                               env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        try:
+            assert job.stdout.readline().startswith("alpha"), server.tail()
+        finally:
+            job.kill()
+            job.wait(10)
+        with server.client() as other:
+            frames = clip(3, seed=1)
+            other.open_shot("waiting", first=1, last=3, width=frames[0].shape[1], height=frames[0].shape[0])
+            other.put_frames("waiting", {i + 1: f for i, f in enumerate(frames)})
+            other.add_prompt("waiting", 1, box=(8, 10, 30, 30))
+            started = time.monotonic()
+            result = other.propagate("waiting")
+            waited = time.monotonic() - started
+            status = other.status()
+    assert sorted(result.computed) == [1, 2, 3]
+    assert waited < 4.0, (waited, status)  # not behind the ~38 frames (9.5 s) no one would read

@@ -150,9 +150,12 @@ class Client(Connection):
                   direction: str = wire.DIR_BOTH, from_frame: int | None = None, include_cached: bool = False,
                   alpha_dtype: str = wire.DTYPE_FLOAT, alpha_encoding: str = wire.ENC_RAW,
                   on_progress: ProgressCallback | None = None,
-                  on_alpha: Callable[[Alpha], Any] | None = None) -> PropagateResult:
+                  on_alpha: Callable[[Alpha], Any] | None = None,
+                  stop: Callable[[], bool] | None = None) -> PropagateResult:
         """Track the prompts over the shot (or first..last). Alphas stream as frames finish: to on_alpha
-        if given, else into the result. on_progress returning False cancels (so does cancel())."""
+        if given, else into the result. on_progress returning False cancels (so does cancel()); so
+        does `stop` returning True, which is also asked while no frame finishes (a host's Cancel
+        button during a long frame). A server that goes away raises ServerUnavailable at once."""
         fields = {"shot": shot, "direction": direction, "include_cached": include_cached,
                   "alpha_dtype": alpha_dtype, "alpha_encoding": alpha_encoding}
         for key, value in (("first", first), ("last", last), ("from_frame", from_frame)):
@@ -175,7 +178,7 @@ class Client(Connection):
                     self._stop_quietly(header[wire.KEY_ID])
 
         reply, _ = self.request(wire.OP_PROPAGATE, fields, on_message=on_message, timeout=self.frame_timeout,
-                                retry=False)
+                                retry=False, stop=stop)
         return PropagateResult(shot=reply["shot"], computed=reply["computed"], cached=reply["cached"],
                                cancelled=reply["cancelled"], seconds=reply["seconds"], alphas=alphas)
 

@@ -2,7 +2,9 @@
 
 A `Connection` holds one DEALER socket (made again after a timeout: Lazy Pirate) and logs
 in as `auth` says (this user's token for a local address, CURVE keys for a --curve server);
-a socket monitor sees a refused login, which fails at once. `client.Client` adds the typed
+a socket monitor sees a refused login, which fails at once, and a connection that closes while a
+reply is awaited (a server killed or gone: ZeroMQ heartbeats notice a vanished machine), which
+ends the wait at once instead of after the timeout: the request died with that connection. `client.Client` adds the typed
 ops on top; the errors here are the client's (re-exported by `client` and the package).
 """
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
@@ -29,6 +32,12 @@ class MAM2Error(Exception):
 
 class ServerUnavailable(MAM2Error):
     """No reply from the server within the timeout (after the retries)."""
+
+
+HEARTBEAT_MS = 2000  # a ping on an idle connection; ZeroMQ's I/O thread answers it even while a frame computes
+HEARTBEAT_TIMEOUT_MS = 10000  # no traffic at all for this long: the connection is closed
+POLL_S = 0.25  # how often a wait looks at its `stop` callable
+_LOST = object()  # _attempt: the connection closed while a reply was awaited
 
 
 class _LoginRefused(Exception):
@@ -91,7 +100,10 @@ class Connection:
             elif self._sends_token:
                 self._token = auth.read_token(self.token_file)
                 auth.use_token(sock, self._token)
-            monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+            sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+            monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                              | zmq.EVENT_DISCONNECTED)
             # a send blocks only when no connection is left to queue it on: after a refused login (never retried)
             sock.setsockopt(zmq.SNDTIMEO, int(self.timeout * 1000))
             sock.connect(self.address)
@@ -137,11 +149,14 @@ class Connection:
 
     def request(self, op: str, fields: Mapping[str, Any] | None = None, buffers: Sequence[Any] = (), *,
                 on_message: Callable[[dict, list], None] | None = None,
-                timeout: float | None = None, retry: bool | None = None) -> tuple[dict, list]:
+                timeout: float | None = None, retry: bool | None = None,
+                stop: Callable[[], bool] | None = None) -> tuple[dict, list]:
         """Send one request; return the final reply's (header, buffers). Errors raise ServerError.
 
         on_message gets intermediate messages (progress, alpha). Idempotent ops are
-        retried on timeout unless retry=False.
+        retried on timeout unless retry=False. stop, polled a few times a second while waiting:
+        True cancels the request on the server (which then sends its final reply), even while no
+        message arrives (a long frame).
         """
         timeout = self.timeout if timeout is None else timeout
         tries = self.retries if (op in wire.IDEMPOTENT_OPS if retry is None else retry) else 1
@@ -155,22 +170,34 @@ class Connection:
             self._owner = threading.get_ident()
             self._running = (rid, (fields or {}).get("shot"))
             try:
-                return self._exchange(op, message, rid, tries, timeout, on_message)
+                return self._exchange(op, message, rid, tries, timeout, on_message, stop)
             finally:
                 self._owner = self._running = None
 
     def _exchange(self, op: str, message: list, rid: str, tries: int, timeout: float,
-                  on_message: Callable[[dict, list], None] | None) -> tuple[dict, list]:
+                  on_message: Callable[[dict, list], None] | None,
+                  stop: Callable[[], bool] | None) -> tuple[dict, list]:
         attempt = 1
         while attempt <= tries:
             try:
-                final = self._attempt(op, message, rid, timeout, on_message)
+                final = self._attempt(op, message, rid, timeout, on_message, stop)
             except _LoginRefused as refused:  # the request never reached the server
                 used = self._token
                 self._reset()
                 if self._sends_token and auth.read_token(self.token_file) != used:
                     continue  # a server started since the file was read made a new token: log in again
                 raise ServerError(op, wire.E_UNAUTHORIZED, self._refused(refused.event, used)) from None
+            if final is _LOST:
+                self._reset()
+                if on_message is not None or attempt == tries:  # a stream's partial work is not sent twice
+                    raise ServerUnavailable(
+                        f"the MAM2 server at {self.address} went away while answering '{op}' (its connection "
+                        "closed: stopped, killed or unreachable). What it finished is kept; start it again "
+                        f"(`mam2 serve --address {self.address}`) and run again.")
+                log.warning("mam2: the connection to %s closed during %s (try %d/%d)", self.address, op, attempt,
+                            tries)
+                attempt += 1
+                continue
             if final is not None:
                 return final
             log.warning("mam2: no reply to %s from %s in %.1f s (try %d/%d)", op, self.address, timeout, attempt,
@@ -182,11 +209,14 @@ class Connection:
         raise self._unavailable(op, tries, timeout)
 
     def _attempt(self, op: str, message: list, rid: str, timeout: float,
-                 on_message: Callable[[dict, list], None] | None) -> tuple[dict, list] | None:
-        """Send once, read up to the final reply; None when `timeout` passes without a message."""
+                 on_message: Callable[[dict, list], None] | None,
+                 stop: Callable[[], bool] | None = None) -> tuple[dict, list] | object | None:
+        """Send once, read up to the final reply; None when `timeout` passes without a message,
+        _LOST when the connection closes meanwhile."""
         if self._socket is None:
             self._socket = self._connect()
         self._check_login(0)  # refused while no request waited: that connection is gone for good
+        # (a closed connection seen now is an earlier one: the socket reconnects by itself)
         try:
             self._socket.send_multipart(message, copy=False)
         except zmq.Again:  # no connection to queue it on after SNDTIMEO: its login was refused just now?
@@ -195,12 +225,21 @@ class Connection:
         poller = zmq.Poller()
         poller.register(self._socket, zmq.POLLIN)
         poller.register(self._monitor, zmq.POLLIN)
+        stop_sent = False
+        deadline = time.monotonic() + timeout
         while True:
-            ready = dict(poller.poll(int(timeout * 1000)))
-            if self._monitor in ready:
-                self._check_login(0)
+            left = deadline - time.monotonic()
+            ready = dict(poller.poll(int(1000 * max(0.0, min(left, POLL_S) if stop else left))))
+            if self._monitor in ready and self._check_login(0):
+                return _LOST
             if self._socket not in ready:
-                return None
+                if stop is not None and not stop_sent and stop():
+                    stop_sent = True
+                    self._stop_quietly(rid, wait=self.timeout)
+                if time.monotonic() >= deadline:
+                    return None
+                continue
+            deadline = time.monotonic() + timeout  # the gap between two messages is what is timed
             frames = self._socket.recv_multipart(copy=False)
             try:
                 reply = msgpack.unpackb(frames[0].bytes, raw=False)
@@ -221,10 +260,16 @@ class Connection:
                     self._stop_quietly(rid)  # a failing callback must not leave the server computing
                     raise
 
-    def _check_login(self, wait_ms: int) -> None:
-        """Raise _LoginRefused if the server refused this socket's handshake (seen within `wait_ms`)."""
-        if self._monitor.poll(wait_ms):
-            raise _LoginRefused(recv_monitor_message(self._monitor)["event"])
+    def _check_login(self, wait_ms: int) -> bool:
+        """Raise _LoginRefused if the server refused this socket's handshake (seen within `wait_ms`);
+        True if a connection closed (the events are read until none is left)."""
+        closed = False
+        while self._monitor.poll(wait_ms):
+            event = recv_monitor_message(self._monitor)["event"]
+            if event != zmq.EVENT_DISCONNECTED:
+                raise _LoginRefused(event)
+            closed, wait_ms = True, 0
+        return closed
 
     def _refused(self, event: int, token: str | None) -> str:
         if self._curve is not None:

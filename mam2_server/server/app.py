@@ -157,7 +157,11 @@ class Server:
         router = self.context.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 1000)
         router.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)  # ZeroMQ drops a larger frame unread
-        router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        # a reply to a connection that is gone raises (EHOSTUNREACH) instead of vanishing: its jobs are
+        # cancelled then (`_send`); heartbeats close a connection whose machine went quiet
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        router.setsockopt(zmq.HEARTBEAT_IVL, 2000)
+        router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 10000)
         if is_ipv6(self.config.address):
             router.setsockopt(zmq.IPV6, 1)
         self._access = OwnerToken(self.context, self.token) if self.token is not None else \
@@ -178,7 +182,7 @@ class Server:
         if pull in events:
             for _ in range(64):
                 try:
-                    router.send_multipart(pull.recv_multipart(zmq.NOBLOCK, copy=False), copy=False)
+                    self._send(router, pull.recv_multipart(zmq.NOBLOCK, copy=False))
                 except zmq.Again:
                     break
         if router in events:
@@ -213,7 +217,7 @@ class Server:
                 except zmq.Again:
                     break
                 if handle is None:
-                    router.send_multipart(frames, copy=False)
+                    self._send(router, frames)
                 else:
                     handle(router, frames)
         pull.close(linger=0)
@@ -228,17 +232,30 @@ class Server:
         return message.replace(self._cache_root, "<cache>")
 
     # -- I/O thread ------------------------------------------------------------------------
+    def _send(self, router: zmq.Socket, frames: list) -> None:
+        """Send to the client frames[0] names, never blocking the loop: a client gone (killed, its
+        machine quiet) has its propagations cancelled, so other clients' shots do not wait behind
+        frames no one will read; a client not reading (its queue full) misses this message."""
+        try:
+            router.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:
+                cancelled = self.handlers.cancel_client(_identity(frames[0]))
+                if cancelled:
+                    log.info("a client went away: its propagate(s) %s cancelled", ", ".join(map(str, cancelled)))
+            elif exc.errno != zmq.EAGAIN:
+                raise
+
     def _refuse(self, router: zmq.Socket, frames: list) -> None:
         """What a stopping server answers to any request."""
         rid, op = P.peek_request(frames[1].buffer) if len(frames) > 1 else (None, None)
-        router.send_multipart([frames[0].bytes, *P.error_reply(rid, op, P.E_SHUTTING_DOWN,
-                                                               "the server is shutting down")], copy=False)
+        self._send(router, [frames[0].bytes, *P.error_reply(rid, op, P.E_SHUTTING_DOWN, "the server is shutting down")])
 
     def _dispatch(self, router: zmq.Socket, frames: list) -> None:
         identity, parts = frames[0].bytes, [f.buffer for f in frames[1:]]
 
         def reply(out: list) -> None:
-            router.send_multipart([identity, *out], copy=False)
+            self._send(router, [identity, *out])
 
         rid, op = P.peek_request(parts[0]) if parts else (None, None)
         try:
@@ -352,3 +369,7 @@ class Server:
             return self.handlers.propagate(work.envelope.body, work.job, send), ()
 
         self._worker("compute", handle)
+
+
+def _identity(frame) -> bytes:
+    return frame if isinstance(frame, bytes) else frame.bytes

@@ -117,6 +117,14 @@ class Handlers:
             job.cancel.set()
         return P.CancelReply(cancelled=[j.request_id for j in hits])
 
+    def cancel_client(self, client: bytes) -> list[str | int]:
+        """Cancel every job of the connection `client` (gone); their request ids."""
+        with self.jobs_lock:
+            hits = [j for j in self.jobs.values() if j.client == client and not j.cancel.is_set()]
+        for job in hits:
+            job.cancel.set()
+        return [j.request_id for j in hits]
+
     def cancel_all(self) -> None:
         with self.jobs_lock:
             for job in self.jobs.values():
