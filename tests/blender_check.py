@@ -62,6 +62,14 @@ def render_matte():
     report["renders"] = render(scene, range(1, 7), os.path.join(cfg["work"], "renders"))
     bpy.ops.wm.save_mainfile()
     report["saved_alpha_path"] = bpy.data.images[tree.nodes[addon.nodes.ALPHA_NODE].image.name].filepath
+    # 4.x: a comp the add-on turns on has no Render Layers (the 3D scene is not rendered under the
+    # matte); a comp the artist had, switched off, keeps theirs
+    other = bpy.data.scenes.new("artist comp")
+    if not addon.nodes.NEW_API:
+        other.use_nodes = True
+        other.use_nodes = False
+    report["render_layers"] = {sc.name: [n.name for n in addon.nodes.compositor_tree(sc).nodes
+                                         if n.bl_idname == "CompositorNodeRLayers"] for sc in (scene, other)}
 
 
 @scenario
@@ -171,7 +179,8 @@ def colour_and_masks():
     report["open_plate"] = run(bpy.ops.mam2.open_plate, filepath=os.path.join(plates, "plate.1003.exr"))
     tree = addon.nodes.compositor_tree(scene)
     report["opened"] = [scene.mam2.image.source, os.path.basename(scene.mam2.image.filepath),
-                        node_state(tree.nodes[scene.mam2.plate_node])]
+                        node_state(tree.nodes[scene.mam2.plate_node]),
+                        [scene.render.resolution_x, scene.render.resolution_y]]
     add_key(1, box=cfg["box"])
     report["unsaved"] = run(bpy.ops.mam2.track) + [scene.mam2.status]
     folder = os.path.join(cfg["work"], "chosen")

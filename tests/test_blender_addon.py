@@ -148,6 +148,8 @@ def test_rendered_compositor_is_the_plate_times_the_servers_alpha(blender, addon
         on_disk = read_image(tmp_path / "mam2" / r["shot"] / f"alpha.{file_frame}.exr").pixels[..., 0]
         np.testing.assert_array_equal(on_disk, alpha)
     assert len({a.tobytes() for a in alphas.values()}) == N  # six different frames, not one held
+    artists = [] if blender == BPY["5.0"] else ["Render Layers"]
+    assert r["render_layers"] == {"Scene": [], "artist comp": artists}, r["render_layers"]
 
 
 def test_each_key_keeps_its_own_prompt_and_the_shot_belongs_to_the_scene(blender, addons, plates, server, tmp_path):
@@ -236,7 +238,7 @@ def test_colour_space_and_mask_keys_reach_the_server(blender, addons, plates, se
     assert r["udim"][0] == ["RAISED"] and "opened as UDIM tiles" in r["udim"][2], r["udim"]
     assert r["open_plate"] == [["FINISHED"], ""]
     assert r["opened"] == ["SEQUENCE", "plate.1001.exr", {"name": "MAM2 Plate", "timing": [1, 1000, 6, False],
-                                                          "image": "plate.1001.exr"}]
+                                                          "image": "plate.1001.exr"}, [W, H]]
     # an unsaved .blend: Track asks for a folder, and the chosen one is used as it was given
     assert r["unsaved"][0] == ["RAISED"] and "not saved" in r["unsaved"][2], r["unsaved"]
     folder = str(tmp_path / "chosen")

@@ -158,7 +158,7 @@ def test_a_range_narrowed_inside_the_stored_span_keeps_the_shot(jobspec, tmp_pat
     (dict(image_source="TILED"), "opened as UDIM tiles"),
     (dict(image_path="/nowhere/plate.1001.exr"), "no files on disk match"),
     (dict(timing=None), "plays no frames"),
-    (dict(timing="long"), "2 plate files of 1001-1008 are missing"),
+    (dict(timing="long"), "2 plate files are missing from 1001-1008"),
     (dict(use_image_range=False, frame_first=5, frame_last=2), "is empty"),
     (dict(use_image_range=False, frame_first=0, frame_last=3), "are not all on the plate node"),
     (dict(keys=()), "no keyframe: go to a frame of the plate and add a key"),

@@ -57,7 +57,7 @@ def test_created_node_is_a_group_and_the_menu_adds_it(node):
 def test_track_brings_the_matte_into_the_node_output(node, plates, tmp_path):
     node.setInput(0, plates)
     press(node, "track")
-    assert status(node).startswith("Done: 6 frames computed, 0 cached, 6 alphas written (1001-1006)"), status(node)
+    assert status(node).startswith("Done: 6 frames computed, 0 cached, 6 alphas written; range 1001-1006"), status(node)
     assert "engine testfast on cpu" in status(node) and "keyed frame 1001" in status(node)
     shot = node["shot"].value()
     folder = tmp_path / "mam2" / shot  # next to the script

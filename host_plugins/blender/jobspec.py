@@ -243,7 +243,8 @@ def build_job(values: PanelValues) -> core.TrackJob:
     plates = {f: core.frame_path(pattern, f) for f in range(first, last + 1)}
     missing = sorted(set(plates) - set(on_disk))
     if missing:
-        raise Refused(f"{len(missing)} plate files of {first}-{last} are missing, e.g. {plates[missing[0]]}")
+        files = "1 plate file is" if len(missing) == 1 else f"{len(missing)} plate files are"
+        raise Refused(f"{files} missing from {first}-{last}, e.g. {plates[missing[0]]}")
     width, height = exr_size(plates[first])
     inside = [k for k in values.keys if first <= k.frame <= last]
     if not inside:
@@ -260,4 +261,5 @@ def build_job(values: PanelValues) -> core.TrackJob:
     return core.TrackJob(address=address, start_server=values.start_server, engine=values.engine, shot=shot,
                          first=first, last=last, width=width, height=height, plates=plates, prompt=keys[0],
                          output_pattern=os.path.join(folder, ALPHA_NAME), keyframes=keys, colorspace=colorspace,
-                         server_command=values.server_command, span=span)
+                         server_command=values.server_command, span=span,
+                         server_command_setting="Preferences > Add-ons > MAM2 Matte > Server command")

@@ -30,7 +30,11 @@ def compositor_tree(scene, create: bool = True):
             scene.compositing_node_group = tree
         return tree
     if create and not scene.use_nodes:
-        scene.use_nodes = True  # 4.x creates Render Layers + Composite
+        new = scene.node_tree is None  # else the artist's own comp, switched off: theirs as it is
+        scene.use_nodes = True  # 4.x creates Render Layers -> Reroute -> Composite + Viewer
+        if new:  # a comp for the matte only: Render Layers would render the 3D scene under every frame
+            for node in [n for n in scene.node_tree.nodes if n.bl_idname in ("CompositorNodeRLayers", "NodeReroute")]:
+                scene.node_tree.nodes.remove(node)
     return scene.node_tree
 
 

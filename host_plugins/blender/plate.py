@@ -1,4 +1,6 @@
-"""Open Plate: an EXR sequence as an Image Sequence, shown by a compositor Image node.
+"""Open Plate: an EXR sequence as an Image Sequence, shown by a compositor Image node, and the
+scene's render size made the plate's (the compositor renders at the scene's size: a 1920x1080
+default would put a smaller plate's matte in the middle of an empty frame).
 
 Blender's own Image > Open turns files numbered 1001-1010 into UDIM tiles unless "UDIM Tiles"
 is unchecked; this opens any frame of the plate as the whole sequence on disk, with the frame
@@ -11,7 +13,7 @@ import os
 import bpy
 
 from . import nodes
-from .jobspec import sequence_frames, sequence_pattern
+from .jobspec import Refused, exr_size, sequence_frames, sequence_pattern
 from .mam2_client.track import frame_path
 
 
@@ -45,6 +47,15 @@ class MAM2_OT_open_plate(bpy.types.Operator):
         scene.mam2.image = image
         node = nodes.ensure_plate_node(scene, image, frames[0], frames[-1] - frames[0] + 1)
         scene.mam2.plate_node = node.name
+        try:
+            width, height = exr_size(first)
+        except (Refused, OSError):
+            return {"FINISHED"}  # Track says what is wrong with the file
+        render = scene.render
+        if (render.resolution_x, render.resolution_y) != (width, height):
+            was = f"{render.resolution_x}x{render.resolution_y}"
+            render.resolution_x, render.resolution_y = width, height
+            self.report({"INFO"}, f"MAM2: the render size is now the plate's {width}x{height} (was {was})")
         return {"FINISHED"}
 
 

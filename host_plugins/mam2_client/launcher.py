@@ -167,11 +167,12 @@ def open_log(path: Path):
 def ensure_server(address: str = wire.DEFAULT_ADDRESS, *, start: bool = True, command: Sequence[str] | None = None,
                   serve_args: Sequence[str] = (), wait: float = 60.0, timeout: float = 2.0,
                   log_path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
-                  exit_with_host: bool = True, **client_kwargs) -> Client:
+                  exit_with_host: bool = True, command_setting: str = "", **client_kwargs) -> Client:
     """A Client for a server that answers `hello` at `address`, starting one locally if needed.
 
     `env` is added to the started server's clean environment (see `server_environment`);
-    `exit_with_host` makes it exit when this process does. Raises ServerUnavailable with
+    `exit_with_host` makes it exit when this process does; `command_setting` names the host's own
+    setting for the command, for the message when none is found. Raises ServerUnavailable with
     the reason (remote address, no command found, the server exited: its log's last
     lines) when none can be reached; other errors (ServerError `unauthorized`: a server
     of someone else's there) pass through. Whatever is raised, the clients made here are
@@ -195,8 +196,9 @@ def ensure_server(address: str = wire.DEFAULT_ADDRESS, *, start: bool = True, co
                                 "started from here: run `mam2 serve` on that machine")
     cmd = list(command) if command else server_command()
     if not cmd:
+        where = f"set {command_setting}, or " if command_setting else "set "
         raise ServerUnavailable(f"no MAM2 server answers at {address} and none can be started: `mam2` is not on "
-                                "PATH; set MAM2_SERVER_COMMAND (e.g. '/opt/mam2/.venv/bin/mam2') or MAM2_PYTHON")
+                                f"PATH; {where}MAM2_SERVER_COMMAND (e.g. '/opt/mam2/.venv/bin/mam2') or MAM2_PYTHON")
     log_file = Path(log_path) if log_path else Path(tempfile.gettempdir()) / f"mam2-serve-{os.getpid()}.log"
     full = [*cmd, "serve", "--address", address, *serve_args]
     token_file = client_kwargs.get("token_file")

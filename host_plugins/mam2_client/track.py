@@ -120,6 +120,7 @@ class TrackJob:
     colorspace: str | None = None  # the plates' colour space (OCIO name); None: the server's default
     refresh_plates: bool = False  # render/send frames the server already holds again (the input changed)
     server_command: tuple[str, ...] = ()  # how to start `mam2` (else launcher.server_command())
+    server_command_setting: str = ""  # where the host's artist sets that command (for the error message)
     span: tuple[int, int] | None = None  # the shot's range on the server (shot_span); None: first..last
 
 
@@ -210,7 +211,8 @@ def run_job(job: TrackJob, cancel: threading.Event, progress: Progress,
         serve_args = ("--engine", job.engine) if job.engine != ENGINE_DEFAULT else ()
         progress(f"connecting to {job.address}", 0)
         client = ensure_server(job.address, start=job.start_server, serve_args=serve_args,
-                               command=job.server_command or None, **({"context": context} if context else {}))
+                               command=job.server_command or None, command_setting=job.server_command_setting,
+                               **({"context": context} if context else {}))
         hello = client.hello()
         result.server = {k: hello.get(k) for k in ("server", "engine", "device")}
         engine = hello.get("engine", "")
@@ -232,12 +234,14 @@ def run_job(job: TrackJob, cancel: threading.Event, progress: Progress,
                 on_written(alpha.frame)
 
         def on_progress(done: int, total: int, frame: int) -> bool:
-            progress(f"frame {frame} ({done}/{total})", 10 + int(90 * done / max(total, 1)))
+            label = (f"cancelling after the frame in progress ({done}/{total} done)" if cancel.is_set()
+                     else f"frame {frame} ({done}/{total})")
+            progress(label, 10 + int(90 * done / max(total, 1)))
             return not cancel.is_set()
 
         progress("tracking", 10)
         done = client.propagate(job.shot, first=job.first, last=job.last, alpha_encoding=wire.ENC_EXR,
-                                on_progress=on_progress, on_alpha=on_alpha)
+                                on_progress=on_progress, on_alpha=on_alpha, stop=cancel.is_set)
         result.computed, result.cached, result.cancelled = done.computed, done.cached, done.cancelled
         absent = [f for f in done.cached if not os.path.exists(frame_path(job.output_pattern, f))]
         if absent and not done.cancelled:  # e.g. a new output folder: fetch the server's finished frames
@@ -337,5 +341,5 @@ def summary(result: JobResult, frames: Sequence[int]) -> str:
         return f"Error: {result.error}"
     head = "Cancelled" if result.cancelled else "Done"
     text = (f"{head}: {len(result.computed)} frames computed, {len(result.cached)} cached, "
-            f"{len(result.written)} alphas written ({frames[0]}-{frames[-1]})")
+            f"{len(result.written)} alphas written; range {frames[0]}-{frames[-1]}")
     return f"{text}. Warning: {result.warning}" if result.warning else text
