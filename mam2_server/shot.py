@@ -59,10 +59,10 @@ def matte_shot(source: SequenceSource, prompts: Sequence[Prompt], engine: Engine
                 folders = ()
             if rgba_pattern is not None:  # first: a frame whose alpha exists is complete (batch resume)
                 plate = source.linear(result.frame)
-                if not source.colour.is_linear:  # decoded to the working space: tag it so, not as the plate
-                    rgba_like = with_colour_tag(like.copy(), source.colour.linear_space)
-                else:
-                    rgba_like = like
+                # tagged with the space its values are in (a plate's own tag may name another: a PNG read
+                # as linear with --colorspace is still tagged sRGB; an EXR often has none)
+                colour = source.colour
+                rgba_like = with_colour_tag(like.copy(), colour.colorspace if colour.is_linear else colour.linear_space)
                 write_rgba_frame(rgba_pattern, result.frame, premultiplied_rgba(plate, result.alpha), rgba_like)
             write_alpha_frame(pattern, result.frame, result.alpha, like=like)
             report.written.append(result.frame)

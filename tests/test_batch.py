@@ -272,3 +272,38 @@ def test_outputs_and_logs_that_cannot_be_written_are_refused_before_any_work(cli
     assert "--jobs-log" in capsys.readouterr().err and alphas(tmp_path, "b") == []  # nothing ran
     assert main(["batch", str(manifest), "--openjd", str(tmp_path / "bundle"), "--chunk", "1/2"]) == 2
     assert "--chunk: a job bundle has every shot" in capsys.readouterr().err
+
+
+def test_check_reads_every_plates_header_and_chunk_table(clips, tmp_path, capsys):
+    """A plate cut short (its header still reads) or of another size fails mid-run: --check finds it."""
+    import shutil
+
+    import numpy as np
+
+    from mam2_server.io.image import write_image
+    plates = tmp_path / "plates"
+    shutil.copytree(clips / "solid_0" / "plate", plates)
+    cut = plates / "plate.1002.exr"
+    data = cut.read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+    write_image(plates / "plate.1003.exr", np.zeros((32, 48, 3), np.float32))
+    manifest = write_manifest(tmp_path, [shot(clips, 0, name="bad", input=str(plates / "plate.####.exr")),
+                                         shot(clips, 1, name="good")])
+    assert main(["batch", str(manifest), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "shot bad: input: plate.1002.exr:" in err and "truncated" in err
+    assert "shot bad: input: plate.1003.exr: display window 48x32, the shot's first plate is 96x64" in err
+    assert "shot good" not in err
+    assert main(["batch", str(manifest), "--check", "--only", "bad", "--frames", "1001"]) == 0  # only its frames
+
+
+def test_resume_redoes_an_alpha_cut_short(clips, tmp_path, capsys):
+    manifest = write_manifest(tmp_path, [shot(clips, 0)])
+    assert main(["batch", str(manifest), "--quiet"]) == 0
+    cut = tmp_path / "alpha" / "sh10.1002.exr"
+    data = cut.read_bytes()
+    cut.write_bytes(data[:len(data) * 2 // 3])  # a copy interrupted: the header reads, the pixels do not
+    capsys.readouterr()
+    assert main(["batch", str(manifest), "--quiet"]) == 0
+    assert "sh10: done, 1 frames written of 3" in capsys.readouterr().out
+    assert cut.read_bytes() == data

@@ -164,3 +164,15 @@ def test_verbose_counts_before_or_after_the_subcommand():
     for argv, level in ((["-v", "synth", "out"], 1), (["synth", "out", "-v"], 1), (["synth", "out", "-vv"], 2),
                         (["synth", "out"], 0), (["bench", "engines", "--verbose"], 1), (["-vv", "bench", "engines"], 2)):
         assert parser.parse_args(argv).verbose == level, argv
+
+
+def test_a_hole_in_the_plate_sequence_is_a_warning(clip_dir, tmp_path, capsys):
+    import shutil
+    plates = tmp_path / "plates"
+    shutil.copytree(clip_dir / "plate", plates)
+    (plates / "plate.1003.exr").unlink()  # a render that failed to write one frame
+    out = tmp_path / "out" / "alpha.####.exr"
+    assert main(["matte", str(plates / "plate.####.exr"), "-o", str(out), "--prompts",
+                 str(clip_dir / "prompts.json"), "--quiet"]) == 0
+    assert "warning: no plates for frames 1003 inside the sequence" in capsys.readouterr().err
+    assert sorted(p.name for p in out.parent.iterdir()) == [f"alpha.{f}.exr" for f in (1001, 1002, 1004)]

@@ -157,6 +157,12 @@ def test_outputs_of_srgb_plates_carry_no_plate_colour_tag(tmp_path):
     assert "oiio:ColorSpace" not in alpha_tags and "colorInteropID" not in alpha_tags  # a matte is data
     rgba_tags = read_image(tmp_path / "out" / "rgba.0001.exr").info.metadata
     assert "lin_rec709" in rgba_tags.get("oiio:ColorSpace", "")  # decoded to linear, and tagged so
+    # the same files declared linear: used as they are, and the RGBA says so, not the PNG's sRGB tag
+    rgba = tmp_path / "declared" / "rgba.####.exr"
+    assert main(["matte", pattern, "-o", str(tmp_path / "declared" / "alpha.####.exr"), "--rgba", str(rgba),
+                 "--mask", str(tmp_path / "roto.png"), "--colorspace", "lin_rec709", "--quiet"]) == 0
+    declared = read_image(tmp_path / "declared" / "rgba.0001.exr").info.metadata
+    assert "lin_rec709" in declared.get("oiio:ColorSpace", "") and "srgb" not in str(declared).lower()
 
 
 def test_batch_check_finds_masks_that_do_not_fit_the_plates(tmp_path, capsys):

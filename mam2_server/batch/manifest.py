@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Collection, Sequence
 
 from mam2_server.engines import DEFAULT_ENGINE, EngineConfig
+from mam2_server.io.exr_layout import check_file
 from mam2_server.io.image import ImageIOError, read_info
 from mam2_server.io.sequence import SequencePattern, format_frame_range, parse_frame_range
 from mam2_server.prompts import Prompt, PromptError, keyframes, load_prompts
@@ -193,8 +194,9 @@ def _read_shot_prompts(shot: Shot, value: object, base: Path, fatal: list[str], 
 
 def check_shot(shot: Shot, part: Collection[int] | None = None, *, here: bool = True) -> list[str]:
     """The shot's data problems, found without reading any plate's pixels: engine, weights and colour
-    space known, plates present, keyframes in range, prompts (boxes, points, masks) fitting the first
-    plate's display window; with `part` (a task's --frames), some of those frames among the shot's.
+    space known, plates present, their headers readable, their display windows the first's and (EXR)
+    none cut short, keyframes in range, prompts (boxes, points, masks) fitting the first plate's
+    display window; with `part` (a task's --frames), some of those frames among the shot's.
     `here=False` (a farm bundle, written on a machine that may not mount the farm's weights or have
     its permissions): a checkpoint missing or an output folder not writable here is not a problem."""
     problems = list(shot.problems) + _setup_problems(shot, here)
@@ -222,12 +224,34 @@ def check_shot(shot: Shot, part: Collection[int] | None = None, *, here: bool = 
     except ImageIOError as exc:
         problems.append(f"input {shot.input}: {exc}")
         return problems
+    problems += _plate_problems(pattern, [f for f in frames if f in set(existing) and (part is None or f in part)],
+                                (info.full_width, info.full_height))
     for prompt in shot.prompts:
         try:
             prompt.validate(info.full_width, info.full_height)
         except PromptError as exc:
             problems.append(f"prompts: {exc}")
     return problems
+
+
+def _plate_problems(pattern: SequencePattern, frames: Sequence[int], size: tuple[int, int], most: int = 5) -> list[str]:
+    """Plates of the run whose header does not read, whose display window is not `size`, or (EXR)
+    that are cut short: a header reads from a copy interrupted, whose pixels fail only mid-run.
+    Headers and chunk tables only, a few kilobytes a frame; the first `most` problems and a count."""
+    found = []
+    for frame in frames:
+        path = pattern.path(frame)
+        try:
+            info = read_info(path)
+            if (info.full_width, info.full_height) != size:
+                found.append(f"{path.name}: display window {info.full_width}x{info.full_height}, the shot's first "
+                             f"plate is {size[0]}x{size[1]}")
+            elif path.suffix.lower() == ".exr":
+                check_file(path)
+        except (ImageIOError, ValueError, OSError) as exc:
+            found.append(f"{path.name}: {exc}")
+    more = f" (and {len(found) - most} more)" if len(found) > most else ""
+    return [f"input: {text}" + (more if i == most - 1 else "") for i, text in enumerate(found[:most])]
 
 
 def _setup_problems(shot: Shot, here: bool = True) -> list[str]:

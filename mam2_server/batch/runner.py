@@ -19,6 +19,7 @@ from typing import Callable, Collection, Iterator, Mapping, Sequence, TextIO
 from mam2_server.engines import Engine, EngineConfig, create_engine
 from mam2_server.engines.identity import content_digest
 from mam2_server.io.colour import ColourConverter
+from mam2_server.io.exr_layout import check_file
 from mam2_server.io.image import read_info
 from mam2_server.io.sequence import SequencePattern, format_frame_range
 from mam2_server.io.source import SequenceSource
@@ -63,6 +64,8 @@ def _file_state(path: Path, before: Mapping[str, FileStamp] | None, made_by: str
         return "missing"  # the file of an earlier run, not yet replaced by this one
     try:
         info = read_info(path)
+        if path.suffix.lower() == ".exr":
+            check_file(path)  # a header reads from a file cut short (a copy interrupted): every chunk there?
     except (OSError, ValueError):  # unreadable or truncated: not done, it is rewritten (atomically)
         return "missing"
     found = info.metadata.get(RECIPE)

@@ -11,6 +11,7 @@ several keyframes come from --prompts (JSON list of {"frame": N, "box": [x0, y0,
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from mam2_server.cli import CLIError
@@ -111,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
     pattern = SequencePattern(args.input)
     frames = parse_frame_range(args.frames) if args.frames else None
     source = SequenceSource(pattern, frames=frames, colour=ColourConverter(colorspace=args.colorspace))
+    if frames is None and (gaps := sorted(set(range(source.frames[0], source.frames[-1] + 1)) - set(source.frames))):
+        print(f"mam2: warning: no plates for frames {format_frame_range(gaps)} inside the sequence; they are "
+              "skipped (give --frames to make that an error)", file=sys.stderr)
     prompts = collect_prompts(args, source.frames[0])
     engine = create_engine(engine_config(args))
     report = matte_shot(source, prompts, engine, args.output, progress=not args.quiet, rgba=args.rgba)

@@ -10,8 +10,9 @@ a few kilobytes whatever the image size.
 """
 from __future__ import annotations
 
+import os
 import struct
-from typing import Callable
+from typing import BinaryIO, Callable
 
 MAGIC = b"\x76\x2f\x31\x01"
 _TILED, _LONG_NAMES, _NON_IMAGE, _MULTIPART = 0x200, 0x400, 0x800, 0x1000
@@ -28,6 +29,20 @@ class ExrLayoutError(ValueError):
 
 class _NeedMore(Exception):
     pass
+
+
+def file_reader(f: BinaryIO) -> Read:
+    """A `Read` over an open binary file."""
+    def read(offset: int, length: int) -> bytes:
+        f.seek(offset)
+        return f.read(length)
+    return read
+
+
+def check_file(path: str | os.PathLike) -> None:
+    """Raise ExrLayoutError unless the EXR file at `path` holds every chunk it lists (OSError if unreadable)."""
+    with open(path, "rb") as f:
+        check_complete(file_reader(f), os.fstat(f.fileno()).st_size)
 
 
 def check_complete(read: Read, size: int) -> None:

@@ -38,7 +38,7 @@ from mam2_server import protocol as P
 from mam2_server.io.image import read_image, read_info
 from mam2_server.io.info import ImageInfo, to_display_window
 from mam2_server.protocol import ProtocolError
-from mam2_server.server.exr_layout import ExrLayoutError, check_complete
+from mam2_server.io.exr_layout import ExrLayoutError, check_complete, file_reader
 
 T = TypeVar("T")
 Lane = tuple[str, Hashable]  # ("client", ROUTER identity) or ("shot", shot id)
@@ -232,11 +232,8 @@ def _opened_path(fd: int) -> Path | None:
 def check_file_complete(kind: str, f, size: int, name: str) -> None:
     """Raise bad_frame when an open EXR or PNG file `f` of `size` bytes is cut short."""
     if kind == "OpenEXR":
-        def read(offset: int, length: int) -> bytes:
-            f.seek(offset)
-            return f.read(length)
         try:
-            check_complete(read, size)
+            check_complete(file_reader(f), size)
         except ExrLayoutError as exc:
             raise ProtocolError(P.E_BAD_FRAME, f"{name}: {exc}") from None
     elif kind == "PNG":

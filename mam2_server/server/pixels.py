@@ -15,7 +15,7 @@ import numpy as np
 from mam2_server import protocol as P
 from mam2_server.io.image import Image, decode_image, encode_image, read_info, sanitise, to_display_window
 from mam2_server.protocol import ProtocolError
-from mam2_server.server.exr_layout import ExrLayoutError, check_complete
+from mam2_server.io.exr_layout import ExrLayoutError, check_complete
 from mam2_server.server.files import sniff
 
 
