@@ -218,7 +218,12 @@ def test_a_failed_shot_records_the_frames_it_wrote_and_a_hole_in_the_plates_is_r
     plates = tmp_path / "plates"
     shutil.copytree(clips / "solid_0" / "plate", plates)
     good = (plates / "plate.1003.exr").read_bytes()
-    (plates / "plate.1003.exr").write_bytes(good[:len(good) // 2])  # its header reads, its pixels do not
+    from mam2_server.io import exr_layout
+    _, table = exr_layout._headers(good, multipart=False)
+    first = int.from_bytes(good[table:table + 8], "little")  # the first chunk: y, size, then compressed pixels
+    bad = bytearray(good)
+    bad[first + 8:first + 24] = b"\xff" * 16
+    (plates / "plate.1003.exr").write_bytes(bytes(bad))  # whole, header and chunk table sound: fails when decoded
     manifest = write_manifest(tmp_path, [shot(clips, 0, name="cut", input=str(plates / "plate.####.exr"))])
     log = tmp_path / "jobs.jsonl"
     assert main(["batch", str(manifest), "--quiet", "--jobs-log", str(log)]) == 1

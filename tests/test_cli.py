@@ -176,3 +176,11 @@ def test_a_hole_in_the_plate_sequence_is_a_warning(clip_dir, tmp_path, capsys):
                  str(clip_dir / "prompts.json"), "--quiet"]) == 0
     assert "warning: no plates for frames 1003 inside the sequence" in capsys.readouterr().err
     assert sorted(p.name for p in out.parent.iterdir()) == [f"alpha.{f}.exr" for f in (1001, 1002, 1004)]
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(clip_dir, tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "afile" / "sub" / "alpha.####.exr"
+    assert main(["matte", str(clip_dir / "plate" / "plate.####.exr"), "-o", str(out), "--prompts",
+                 str(clip_dir / "prompts.json"), "--quiet"]) == 2
+    assert f"{tmp_path / 'afile'} is not a folder" in capsys.readouterr().err

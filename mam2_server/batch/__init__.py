@@ -29,19 +29,19 @@ invalid, a bad frame range, a keyframe outside the frames) are reported up front
 that shot then fails while the others run.
 
 Resume (the default): a frame counts as done when its alpha file (and RGBA file, with "rgba")
-exists and its header reads. A shot with every frame done is skipped and nothing of it is
-touched. A partly done shot is re-run with `matte_shot(only=missing frames)`: the engine
+exists, its header reads and (EXR) none of it is cut short. A shot with every frame done is
+skipped and nothing of it is touched. A partly done shot is re-run for its missing frames: the engine
 re-tracks every pass (keyframe to the next keyframe) that holds a missing frame from its
 keyframe, because a tracked frame depends on the frames before it in its pass, but only the
 missing frames are written; finished files are never rewritten, and passes with nothing
 missing are not run at all. Since the engines are deterministic for fixed prompts, the
 frames written now are those the interrupted run would have written. Every file a batch writes
-records its recipe (`runner.RECIPE`: engine, checkpoint content, colour space, prompts); a file with
+records its recipe (the `mam2/recipe` attribute: engine, checkpoint content, colour space, prompts); a file with
 another recipe than the manifest's is not finished, so a changed prompt re-mattes the shot (files
 without one, from elsewhere, count as finished). Resume off recomputes and overwrites every frame
 (atomically, one by one; nothing is deleted first). An engine whose passes continue one another
 (`mam2`) also re-runs the forward passes before a missing frame's pass, since each continues the
-previous one's memory bank (`batch.units`).
+previous one's memory bank.
 
 Beyond one machine: `ray_runner` runs the shots as Ray tasks (chunks split only where the
 engine allows it, `units`), `openjd` writes an Open Job Description job bundle for a farm.

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Collection, Sequence
 
 from mam2_server.engines import DEFAULT_ENGINE, EngineConfig
+from mam2_server.io.atomic import unwritable_folder
 from mam2_server.io.exr_layout import check_file
 from mam2_server.io.image import ImageIOError, read_info
 from mam2_server.io.sequence import SequencePattern, format_frame_range, parse_frame_range
@@ -265,7 +266,7 @@ def _setup_problems(shot: Shot, here: bool = True) -> list[str]:
     if here and shot.engine.checkpoint and not Path(shot.engine.checkpoint).expanduser().is_file():
         problems.append(f"checkpoint not found: {shot.engine.checkpoint}")
     for kind, pattern in (("output", shot.output), ("rgba", shot.rgba)):
-        if here and pattern and (why := _unwritable(SequencePattern(pattern).directory)):
+        if here and pattern and (why := unwritable_folder(SequencePattern(pattern).directory)):
             problems.append(f"{kind} {pattern}: {why}")
     if shot.colorspace:
         try:
@@ -273,18 +274,6 @@ def _setup_problems(shot: Shot, here: bool = True) -> list[str]:
         except ValueError as exc:
             problems.append(f"colorspace: {exc}")
     return problems
-
-
-def _unwritable(folder: Path) -> str | None:
-    """Why files cannot be written into `folder` (made as needed), or None."""
-    existing = Path(os.path.abspath(folder))
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"{existing} is not a folder"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{existing} is not writable"
-    return None
 
 
 def sequence_gaps(shot: Shot) -> list[int]:

@@ -9,7 +9,8 @@ Clips are the synthetic kinds under shooting conditions (`mam2_server.synth.cond
 Every clip is prompted on its first frame, like a user would: a box (the clip's prompt: the box of
 the ground-truth alpha) or, with `--prompt mask`, the ground-truth mask (alpha > 0.5, eroded 2 px),
 which measures the trimap and matte stages alone; the mask prompt's own MAD on that frame is
-reported as the floor the engines must beat there. `--second-key N` adds a second, equally good
+reported as the floor the engines must beat there; or, with `--prompt point`, one click where the
+object is thickest (the weakest prompt: it does not say how big the object is). `--second-key N` adds a second, equally good
 prompt on the N-th frame and reports the MAD with it beside the MAD without it (a correct
 keyframe must never make a kind worse). Per kind, per condition and overall: MAD, MSE, Grad, dtSSD
 (paper scales) and seconds per frame, the MAD of an all-zero matte (the score of doing nothing),
@@ -56,10 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=8, help="frames per clip")
     parser.add_argument("--size", default="256x144", help="WxH of the clips")
     parser.add_argument("--camera", choices=("alternate", "moving", "locked"), default="alternate")
-    parser.add_argument("--prompt", choices=("box", "mask"), default="box", help="first-frame prompt")
+    parser.add_argument("--prompt", choices=PROMPT_KINDS, default="box", help="first-frame prompt")
     parser.add_argument("--second-key", type=int, default=0, metavar="N",
                         help="also run with a second prompt of the same kind on the N-th frame (1-based)")
     parser.add_argument("--json", dest="json_out", default=None, help="write all numbers to this JSON file")
+
+
+PROMPT_KINDS = ("box", "mask", "point")
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -98,11 +102,21 @@ def clip_data(clip):
     return frames, lin, gt
 
 
+def click(alpha: np.ndarray) -> tuple[float, float]:
+    """Where a user clicks on the object: the point deepest inside alpha > 0.5 (> 0.05 when faint)."""
+    inside = (alpha > 0.5) if (alpha > 0.5).any() else (alpha > 0.05)
+    depth = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 5)
+    y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    return x + 0.5, y + 0.5
+
+
 def make_prompt(kind: str, frame: int, alpha: np.ndarray):
-    """A user's prompt on `frame` from the ground truth: the alpha's padded box, or its mask
-    (alpha > 0.5 eroded 2 px: a good segmentation's mask)."""
-    from mam2_server.prompts import Prompt
+    """A user's prompt on `frame` from the ground truth: the alpha's padded box, its mask
+    (alpha > 0.5 eroded 2 px: a good segmentation's mask) or one click on it (`click`)."""
+    from mam2_server.prompts import Point, Prompt
     from mam2_server.synth import prompt_from_alpha
+    if kind == "point":
+        return Prompt(frame=frame, points=(Point(*click(alpha), 1),))
     if kind == "mask":
         m = cv2.erode((alpha > 0.5).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
         if not m.any():  # a thin or faint object: its thresholded mask is all there is

@@ -25,13 +25,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mam2_server.bench.engines import PROMPT_KINDS
+
 METRIC_NAMES = ("MAD", "MSE", "Grad", "Conn")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", type=Path, help="folder of NAME/image.png + NAME/alpha.png [+ NAME/trimap.png]")
     parser.add_argument("--engines", default="baseline,classic", help="comma-separated engine names")
-    parser.add_argument("--prompt", choices=("box", "mask"), default="box", help="how each image is prompted")
+    parser.add_argument("--prompt", choices=PROMPT_KINDS, default="box", help="how each image is prompted")
     parser.add_argument("--only", help="comma-separated image folder names (default: all)")
     parser.add_argument("--max-side", type=int, default=0, help="downscale images whose long side is larger")
     parser.add_argument("--json", dest="json_out", help="write all numbers to this JSON file")
@@ -59,12 +61,12 @@ def load_still(folder: Path, max_side: int = 0):
 
 
 def still_prompt(gt: np.ndarray, kind: str, frame: int = 1):
-    """The box of alpha > 0.02 padded by 3 % of the long side, or the good-segmentation mask of
-    `bench.engines.make_prompt`."""
+    """The box of alpha > 0.02 padded by 3 % of the long side, or the good-segmentation mask or the
+    click of `bench.engines.make_prompt`."""
     from mam2_server.bench.engines import make_prompt
     from mam2_server.prompts import Prompt
-    if kind == "mask":
-        return make_prompt("mask", frame, gt)
+    if kind in ("mask", "point"):
+        return make_prompt(kind, frame, gt)
     ys, xs = np.nonzero(gt > 0.02)
     h, w = gt.shape
     pad = 0.03 * max(h, w)

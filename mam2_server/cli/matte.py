@@ -17,6 +17,7 @@ from pathlib import Path
 from mam2_server.cli import CLIError
 from mam2_server.engines import DEFAULT_ENGINE, EngineConfig, available_engines, create_engine
 from mam2_server.io.colour import ColourConverter
+from mam2_server.io.atomic import unwritable_folder
 from mam2_server.io.sequence import SequencePattern, format_frame_range, parse_frame_range
 from mam2_server.io.source import SequenceSource
 from mam2_server.prompts import Point, Prompt, keyframes, load_mask, load_prompts
@@ -98,6 +99,8 @@ def check_outputs(args: argparse.Namespace) -> None:
     for flag, value in (("-o", args.output), ("--rgba", args.rgba)):
         if value and SequencePattern(value).files_key() == plates:
             raise CLIError(f"{flag} {value} is the input {args.input}: it would overwrite the plates")
+        if value and (why := unwritable_folder(SequencePattern(value).directory)):
+            raise CLIError(f"{flag} {value}: {why}")
     if not args.rgba:
         return
     rgba, alpha = SequencePattern(args.rgba), SequencePattern(args.output)

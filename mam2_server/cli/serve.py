@@ -1,7 +1,7 @@
 """`mam2 serve`: the matting server host plugins talk to (ZeroMQ, protocol in docs/protocol.md).
 
 Binds tcp://127.0.0.1:5557 by default and serves only the user who started it
-(every request carries the token in --token-file). Any non-loopback address needs
+(a client logs in with the token in --token-file, in the connection's handshake). Any non-loopback address needs
 CURVE keys (`mam2 keys DIR`, then `--curve DIR`). Stops cleanly on Ctrl-C, SIGTERM or a
 `shutdown` request (or when the --exit-with process ends). Alphas are cached in --cache-dir, so a restarted server
 serves every finished frame again without recomputing it.

@@ -28,3 +28,15 @@ def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def unwritable_folder(folder: str | os.PathLike) -> str | None:
+    """Why files cannot be written into `folder` (made as needed), or None."""
+    existing = Path(os.path.abspath(folder))
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None

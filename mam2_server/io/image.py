@@ -94,8 +94,9 @@ def sanitise(pixels: np.ndarray, name: str) -> int:
 
     `name` (a file, a frame) goes into the warning logged when anything is replaced.
     """
-    if np.isfinite(pixels.sum(dtype=np.float64)):  # one cheap pass in the usual, clean case
-        return 0
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: the warning below says it better
+        if np.isfinite(pixels.sum(dtype=np.float64)):  # one cheap pass in the usual, clean case
+            return 0
     bad = ~np.isfinite(pixels)
     nans = int(np.isnan(pixels).sum())
     count = int(bad.sum())

@@ -130,6 +130,10 @@ class FlowTracker(Segmenter):
         """The keyframe's object mask at proxy size: GrabCut from the prompt (a drawn mask seeds it and
         bounds how far it may move)."""
         mask = cut_from_prompt(bgr, prompt, full, self.key_iterations)
+        if prompt.box is None and prompt.mask is None:
+            log.warning("frame %d: only points: a click does not say how big the object is, so the classic engine "
+                        "guesses its extent around them (it may take in background of similar colour); a box or a "
+                        "mask says it", prompt.frame)
         if not mask.any():
             log.warning("frame %d: the prompt's object cannot be told from its background by colour; nothing is "
                         "matted there (the conservative answer): give a mask or more points", prompt.frame)
