@@ -184,3 +184,11 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(clip_dir, t
     assert main(["matte", str(clip_dir / "plate" / "plate.####.exr"), "-o", str(out), "--prompts",
                  str(clip_dir / "prompts.json"), "--quiet"]) == 2
     assert f"{tmp_path / 'afile'} is not a folder" in capsys.readouterr().err
+
+
+def test_a_matte_in_a_lossy_or_8_bit_format_is_refused(clip_dir, tmp_path, capsys):
+    out = tmp_path / "alpha.####.jpg"
+    assert main(["matte", str(clip_dir / "plate" / "plate.####.exr"), "-o", str(out), "--prompts",
+                 str(clip_dir / "prompts.json"), "--quiet"]) == 2
+    assert "written as .exr (half-float A) or .png (16-bit), not .jpg" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

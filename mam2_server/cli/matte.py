@@ -101,6 +101,9 @@ def check_outputs(args: argparse.Namespace) -> None:
             raise CLIError(f"{flag} {value} is the input {args.input}: it would overwrite the plates")
         if value and (why := unwritable_folder(SequencePattern(value).directory)):
             raise CLIError(f"{flag} {value}: {why}")
+    suffix = SequencePattern(args.output).path(1).suffix.lower()
+    if suffix not in (".exr", ".png"):  # as a batch manifest: a matte in 8-bit or lossy formats loses its edges
+        raise CLIError(f"-o {args.output}: mattes are written as .exr (half-float A) or .png (16-bit), not {suffix}")
     if not args.rgba:
         return
     rgba, alpha = SequencePattern(args.rgba), SequencePattern(args.output)
