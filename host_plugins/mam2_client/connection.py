@@ -4,8 +4,9 @@ A `Connection` holds one DEALER socket (made again after a timeout: Lazy Pirate)
 in as `auth` says (this user's token for a local address, CURVE keys for a --curve server);
 a socket monitor sees a refused login, which fails at once, and a connection that closes while a
 reply is awaited (a server killed or gone: ZeroMQ heartbeats notice a vanished machine), which
-ends the wait at once instead of after the timeout: the request died with that connection. `client.Client` adds the typed
-ops on top; the errors here are the client's (re-exported by `client` and the package).
+ends the wait at once instead of after the timeout: the request died with that connection.
+`client.Client` adds the typed ops on top; the errors here are the client's (re-exported by
+`client` and the package).
 """
 from __future__ import annotations
 

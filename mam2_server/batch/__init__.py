@@ -30,8 +30,8 @@ that shot then fails while the others run.
 
 Resume (the default): a frame counts as done when its alpha file (and RGBA file, with "rgba")
 exists, its header reads and (EXR) none of it is cut short. A shot with every frame done is
-skipped and nothing of it is touched. A partly done shot is re-run for its missing frames: the engine
-re-tracks every pass (keyframe to the next keyframe) that holds a missing frame from its
+skipped and nothing of it is touched. A partly done shot is re-run for its missing frames: the
+engine re-tracks every pass (keyframe to the next keyframe) that holds a missing frame from its
 keyframe, because a tracked frame depends on the frames before it in its pass, but only the
 missing frames are written; finished files are never rewritten, and passes with nothing
 missing are not run at all. Since the engines are deterministic for fixed prompts, the

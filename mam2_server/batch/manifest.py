@@ -225,7 +225,8 @@ def check_shot(shot: Shot, part: Collection[int] | None = None, *, here: bool = 
     except ImageIOError as exc:
         problems.append(f"input {shot.input}: {exc}")
         return problems
-    problems += _plate_problems(pattern, [f for f in frames if f in set(existing) and (part is None or f in part)],
+    on_disk = set(existing)
+    problems += _plate_problems(pattern, [f for f in frames if f in on_disk and (part is None or f in part)],
                                 (info.full_width, info.full_height))
     for prompt in shot.prompts:
         try:

@@ -10,9 +10,9 @@ Every clip is prompted on its first frame, like a user would: a box (the clip's 
 the ground-truth alpha) or, with `--prompt mask`, the ground-truth mask (alpha > 0.5, eroded 2 px),
 which measures the trimap and matte stages alone; the mask prompt's own MAD on that frame is
 reported as the floor the engines must beat there; or, with `--prompt point`, one click where the
-object is thickest (the weakest prompt: it does not say how big the object is). `--second-key N` adds a second, equally good
-prompt on the N-th frame and reports the MAD with it beside the MAD without it (a correct
-keyframe must never make a kind worse). Per kind, per condition and overall: MAD, MSE, Grad, dtSSD
+object is thickest (the weakest prompt: it does not say how big the object is). `--second-key N`
+adds a second, equally good prompt on the N-th frame and reports the MAD with it beside the MAD
+without it (a correct keyframe must never make a kind worse). Per kind, per condition and overall: MAD, MSE, Grad, dtSSD
 (paper scales) and seconds per frame, the MAD of an all-zero matte (the score of doing nothing),
 and every clip where an engine is worse than all-zero. Measured, never asserted.
 

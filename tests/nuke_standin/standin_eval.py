@@ -2,10 +2,10 @@
 
 TCL: `[value root.name]`, `[value knob]`, `[file dirname ...]`, `[file tail ...]`, `[python {expr}]`
 (a Python expression with `nuke` in scope: what Nuke's "Script Directory" button writes into the
-project directory), nested; any other command raises as Nuke does (an error on the knob). Expressions (Nuke's own language,
-not Python): numbers, `frame`/`t`, `+ - * / ( )`, comparisons, `!`, `&&`, `||`, and knob
-references `knob`, `parent.knob`, `root.knob`, `Node.knob`, each with an optional `.x/.y/.r/.t`
-or index field, evaluated at the asked frame.
+project directory), nested; any other command raises as Nuke does (an error on the knob).
+Expressions (Nuke's own language, not Python): numbers, `frame`/`t`, `+ - * / ( )`, comparisons,
+`!`, `&&`, `||`, and knob references `knob`, `parent.knob`, `root.knob`, `Node.knob`, each with
+an optional `.x/.y/.r/.t` or index field, evaluated at the asked frame.
 """
 from __future__ import annotations
 
