@@ -38,6 +38,7 @@ class ServerUnavailable(MAM2Error):
 HEARTBEAT_MS = 2000  # a ping on an idle connection; ZeroMQ's I/O thread answers it even while a frame computes
 HEARTBEAT_TIMEOUT_MS = 10000  # no traffic at all for this long: the connection is closed
 POLL_S = 0.25  # how often a wait looks at its `stop` callable
+REASON_WAIT_MS = 200  # after a closed connection, how long its reason (a refused login) may take to follow
 _LOST = object()  # _attempt: the connection closed while a reply was awaited
 
 
@@ -226,13 +227,16 @@ class Connection:
         poller = zmq.Poller()
         poller.register(self._socket, zmq.POLLIN)
         poller.register(self._monitor, zmq.POLLIN)
-        stop_sent = False
+        stop_sent = closed = False
         deadline = time.monotonic() + timeout
         while True:
-            left = deadline - time.monotonic()
-            ready = dict(poller.poll(int(1000 * max(0.0, min(left, POLL_S) if stop else left))))
-            if self._monitor in ready and self._check_login(0):
+            if closed and not self._socket.poll(0):  # what arrived before it closed has been read
                 return _LOST
+            left = deadline - time.monotonic()
+            ready = dict(poller.poll(0 if closed else int(1000 * max(0.0, min(left, POLL_S) if stop else left))))
+            if self._monitor in ready and self._check_login(0):
+                closed = True  # a server that stops sends its last replies first: read them
+                continue
             if self._socket not in ready:
                 if stop is not None and not stop_sent and stop():
                     stop_sent = True
@@ -269,7 +273,7 @@ class Connection:
             event = recv_monitor_message(self._monitor)["event"]
             if event != zmq.EVENT_DISCONNECTED:
                 raise _LoginRefused(event)
-            closed, wait_ms = True, 0
+            closed, wait_ms = True, REASON_WAIT_MS  # a refused login closes the connection too; its event may follow
         return closed
 
     def _refused(self, event: int, token: str | None) -> str:
