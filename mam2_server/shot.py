@@ -9,7 +9,9 @@ from typing import Collection, Mapping, Sequence
 from tqdm import tqdm
 
 from mam2_server.engines import Engine
-from mam2_server.io.image import with_colour_tag
+from mam2_server.io.colour import ColourConverter
+from mam2_server.io.image import COLOUR_TAGS, with_colour_tag
+from mam2_server.io.info import ImageInfo
 from mam2_server.io.sequence import SequencePattern
 from mam2_server.io.source import SequenceSource, write_alpha_frame, write_rgba_frame
 from mam2_server.prompts import Prompt
@@ -59,14 +61,23 @@ def matte_shot(source: SequenceSource, prompts: Sequence[Prompt], engine: Engine
                 folders = ()
             if rgba_pattern is not None:  # first: a frame whose alpha exists is complete (batch resume)
                 plate = source.linear(result.frame)
-                # tagged with the space its values are in (a plate's own tag may name another: a PNG read
-                # as linear with --colorspace is still tagged sRGB; an EXR often has none)
-                colour = source.colour
-                rgba_like = with_colour_tag(like.copy(), colour.colorspace if colour.is_linear else colour.linear_space)
-                write_rgba_frame(rgba_pattern, result.frame, premultiplied_rgba(plate, result.alpha), rgba_like)
+                write_rgba_frame(rgba_pattern, result.frame, premultiplied_rgba(plate, result.alpha),
+                                 rgba_info(like, source.colour))
             write_alpha_frame(pattern, result.frame, result.alpha, like=like)
             report.written.append(result.frame)
             bar.update(1)
     report.seconds = time.perf_counter() - start
     log.info("wrote %d alpha frames to %s in %.1f s", len(report.written), output, report.seconds)
     return report
+
+
+def rgba_info(like: ImageInfo, colour: ColourConverter) -> ImageInfo:
+    """The plate's header for its premultiplied RGBA, tagged with the space the values are in: the
+    working space when the plate was decoded; the space the user named for a linear plate (a PNG read
+    as linear with --colorspace still says sRGB); else the plate's own tag (the values are its own),
+    or the default linear space when it has none."""
+    if not colour.is_linear:
+        return with_colour_tag(like.copy(), colour.linear_space)
+    if colour.explicit or not any(key in like.metadata for key in COLOUR_TAGS):
+        return with_colour_tag(like.copy(), colour.colorspace)
+    return like

@@ -473,3 +473,35 @@ def test_a_killed_clients_propagate_is_cancelled_so_other_shots_do_not_wait(tmp_
             status = other.status()
     assert sorted(result.computed) == [1, 2, 3]
     assert waited < 4.0, (waited, status)  # not behind the ~38 frames (9.5 s) no one would read
+
+
+def test_a_peer_that_closes_every_connection_before_a_login_times_out_and_does_not_hang():
+    """Not a MAM2 server (or a CURVE key of another server): the connection closes before its
+    handshake completes, again on every reconnect; the client must still give up at its timeout."""
+    import socket
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    done = threading.Event()
+
+    def close_everything():
+        while not done.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            conn.close()
+
+    closer = threading.Thread(target=close_everything, daemon=True)
+    closer.start()
+    started = time.monotonic()
+    try:
+        with Client(f"tcp://127.0.0.1:{listener.getsockname()[1]}", timeout=1.0, retries=1) as client:
+            with pytest.raises(ServerUnavailable, match="no reply"):
+                client.hello()
+    finally:
+        done.set()
+        closer.join(5)
+        listener.close()
+    assert time.monotonic() - started < 5

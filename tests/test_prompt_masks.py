@@ -176,3 +176,16 @@ def test_batch_check_finds_masks_that_do_not_fit_the_plates(tmp_path, capsys):
     out = capsys.readouterr()
     text = out.out + out.err
     assert "10x10" in text and "empty.exr is empty" in text  # before any task starts, not at render time
+
+
+def test_the_rgba_keeps_a_linear_plates_own_colour_tag_unless_told_otherwise(tmp_path):
+    from mam2_server.io.colour import ColourConverter
+    from mam2_server.io.image import read_info
+    from mam2_server.shot import rgba_info
+    write_image(tmp_path / "p.exr", np.zeros((4, 4, 3), np.float32))
+    plain = read_info(tmp_path / "p.exr")
+    tagged = plain.copy()
+    tagged.metadata["oiio:ColorSpace"] = "ACEScg"
+    assert rgba_info(tagged, ColourConverter()).metadata["oiio:ColorSpace"] == "ACEScg"  # its values, its tag
+    assert "lin_rec709" in rgba_info(tagged, ColourConverter("lin_rec709")).metadata["oiio:ColorSpace"]  # named
+    assert "lin_rec709" in rgba_info(plain, ColourConverter()).metadata["oiio:ColorSpace"]  # untagged: the default

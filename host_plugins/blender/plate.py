@@ -9,6 +9,7 @@ mapping Image > Open gives a sequence (its first file on scene frame 1).
 from __future__ import annotations
 
 import os
+import struct
 
 import bpy
 
@@ -49,13 +50,15 @@ class MAM2_OT_open_plate(bpy.types.Operator):
         scene.mam2.plate_node = node.name
         try:
             width, height = exr_size(first)
-        except (Refused, OSError):
+        except (Refused, OSError, ValueError, struct.error):
             return {"FINISHED"}  # Track says what is wrong with the file
         render = scene.render
         if (render.resolution_x, render.resolution_y) != (width, height):
             was = f"{render.resolution_x}x{render.resolution_y}"
             render.resolution_x, render.resolution_y = width, height
-            self.report({"INFO"}, f"MAM2: the render size is now the plate's {width}x{height} (was {was})")
+            scale = render.resolution_percentage
+            at = f"; renders at {scale} % of it" if scale != 100 else ""
+            self.report({"INFO"}, f"MAM2: the render size is now the plate's {width}x{height} (was {was}){at}")
         return {"FINISHED"}
 
 

@@ -177,8 +177,14 @@ class Client(Connection):
                     state["cancel_sent"] = True
                     self._stop_quietly(header[wire.KEY_ID])
 
+        def stopped() -> bool:  # one cancel, whichever of on_progress and stop asks first
+            if state["cancel_sent"] or not stop():
+                return False
+            state["cancel_sent"] = True
+            return True
+
         reply, _ = self.request(wire.OP_PROPAGATE, fields, on_message=on_message, timeout=self.frame_timeout,
-                                retry=False, stop=stop)
+                                retry=False, stop=stopped if stop is not None else None)
         return PropagateResult(shot=reply["shot"], computed=reply["computed"], cached=reply["cached"],
                                cancelled=reply["cancelled"], seconds=reply["seconds"], alphas=alphas)
 

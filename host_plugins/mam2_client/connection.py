@@ -2,9 +2,9 @@
 
 A `Connection` holds one DEALER socket (made again after a timeout: Lazy Pirate) and logs
 in as `auth` says (this user's token for a local address, CURVE keys for a --curve server);
-a socket monitor sees a refused login, which fails at once, and a connection that closes while a
-reply is awaited (a server killed or gone: ZeroMQ heartbeats notice a vanished machine), which
-ends the wait at once instead of after the timeout: the request died with that connection.
+a socket monitor sees a refused login, which fails at once, and a logged-in connection that
+closes while a reply is awaited (a server killed or gone: TCP keepalive notices a vanished
+machine), which ends the wait at once instead of after the timeout: the request died with it.
 `client.Client` adds the typed ops on top; the errors here are the client's (re-exported by
 `client` and the package).
 """
@@ -35,11 +35,17 @@ class ServerUnavailable(MAM2Error):
     """No reply from the server within the timeout (after the retries)."""
 
 
-HEARTBEAT_MS = 2000  # a ping on an idle connection; ZeroMQ's I/O thread answers it even while a frame computes
-HEARTBEAT_TIMEOUT_MS = 10000  # no traffic at all for this long: the connection is closed
 POLL_S = 0.25  # how often a wait looks at its `stop` callable
-REASON_WAIT_MS = 200  # after a closed connection, how long its reason (a refused login) may take to follow
 _LOST = object()  # _attempt: the connection closed while a reply was awaited
+
+
+def keep_alive(sock: zmq.Socket) -> None:
+    """TCP keepalive on `sock`'s connections: one idle for 10 s is probed every 5 s, and closed by the
+    kernel after 3 unanswered probes, so a vanished machine is noticed in about 25 s. (ZeroMQ's own
+    heartbeats would also close a connection busy with one long message: a 4K plate on a slow link.)"""
+    for option, value in ((zmq.TCP_KEEPALIVE, 1), (zmq.TCP_KEEPALIVE_IDLE, 10), (zmq.TCP_KEEPALIVE_INTVL, 5),
+                          (zmq.TCP_KEEPALIVE_CNT, 3)):
+        sock.setsockopt(option, value)
 
 
 class _LoginRefused(Exception):
@@ -81,7 +87,8 @@ class Connection:
         self._sends_token = self._curve is None and wire.is_loopback(address)
         self._token: str | None = None  # as read from the token file when the socket connected
         self._socket: zmq.Socket | None = None
-        self._monitor: zmq.Socket | None = None  # the socket's failed handshakes
+        self._monitor: zmq.Socket | None = None  # the socket's handshakes and closed connections
+        self._logged_in = False  # a connection of this socket completed its handshake (and is open)
         self._running: tuple[str, str | None] | None = None  # (request id, shot) of the request in flight
         self._lock = threading.Lock()
         self._owner: int | None = None  # thread inside request(), to refuse re-entry from callbacks
@@ -102,10 +109,9 @@ class Connection:
             elif self._sends_token:
                 self._token = auth.read_token(self.token_file)
                 auth.use_token(sock, self._token)
-            sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
-            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+            keep_alive(sock)
             monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                                              | zmq.EVENT_DISCONNECTED)
+                                              | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
             # a send blocks only when no connection is left to queue it on: after a refused login (never retried)
             sock.setsockopt(zmq.SNDTIMEO, int(self.timeout * 1000))
             sock.connect(self.address)
@@ -118,7 +124,7 @@ class Connection:
                 monitor.close(linger=0)
             sock.close(linger=0)
             raise
-        self._monitor = monitor
+        self._monitor, self._logged_in = monitor, False
         return sock
 
     def _reset(self) -> None:
@@ -194,8 +200,9 @@ class Connection:
                 if on_message is not None or attempt == tries:  # a stream's partial work is not sent twice
                     raise ServerUnavailable(
                         f"the MAM2 server at {self.address} went away while answering '{op}' (its connection "
-                        "closed: stopped, killed or unreachable). What it finished is kept; start it again "
-                        f"(`mam2 serve --address {self.address}`) and run again.")
+                        "closed: stopped, killed or unreachable; a request over its --max-message size closes it "
+                        f"too). What it finished is kept; start it again (`mam2 serve --address {self.address}`) "
+                        "and run again.")
                 log.warning("mam2: the connection to %s closed during %s (try %d/%d)", self.address, op, attempt,
                             tries)
                 attempt += 1
@@ -241,6 +248,7 @@ class Connection:
                 if stop is not None and not stop_sent and stop():
                     stop_sent = True
                     self._stop_quietly(rid, wait=self.timeout)
+                    deadline = max(deadline, time.monotonic() + POLL_S)  # look at what came meanwhile
                 if time.monotonic() >= deadline:
                     return None
                 continue
@@ -267,13 +275,19 @@ class Connection:
 
     def _check_login(self, wait_ms: int) -> bool:
         """Raise _LoginRefused if the server refused this socket's handshake (seen within `wait_ms`);
-        True if a connection closed (the events are read until none is left)."""
+        True if a logged-in connection closed. Reads the events there are now. A connection closed
+        before its handshake completed is not one (a peer that is no MAM2 server, or a refused
+        login, whose own event comes first): the socket reconnects, and the wait runs its course."""
         closed = False
         while self._monitor.poll(wait_ms):
+            wait_ms = 0
             event = recv_monitor_message(self._monitor)["event"]
-            if event != zmq.EVENT_DISCONNECTED:
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._logged_in = True
+            elif event == zmq.EVENT_DISCONNECTED:
+                closed, self._logged_in = closed or self._logged_in, False
+            else:
                 raise _LoginRefused(event)
-            closed, wait_ms = True, REASON_WAIT_MS  # a refused login closes the connection too; its event may follow
         return closed
 
     def _refused(self, event: int, token: str | None) -> str:

@@ -35,6 +35,7 @@ from typing import Callable, Sequence
 import zmq
 
 from host_plugins.mam2_client.auth import token_file
+from host_plugins.mam2_client.connection import keep_alive
 from host_plugins.mam2_client.wire import is_ipv6, is_loopback
 from mam2_server import protocol as P
 from mam2_server.engines import Engine
@@ -158,10 +159,9 @@ class Server:
         router.setsockopt(zmq.LINGER, 1000)
         router.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)  # ZeroMQ drops a larger frame unread
         # a reply to a connection that is gone raises (EHOSTUNREACH) instead of vanishing: its jobs are
-        # cancelled then (`_send`); heartbeats close a connection whose machine went quiet
+        # cancelled then (`_send`); TCP keepalive closes an idle connection whose machine went quiet
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        router.setsockopt(zmq.HEARTBEAT_IVL, 2000)
-        router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 10000)
+        keep_alive(router)
         if is_ipv6(self.config.address):
             router.setsockopt(zmq.IPV6, 1)
         self._access = OwnerToken(self.context, self.token) if self.token is not None else \
