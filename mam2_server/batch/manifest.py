@@ -13,7 +13,8 @@ from mam2_server.engines import DEFAULT_ENGINE, EngineConfig
 from mam2_server.io.atomic import unwritable_folder
 from mam2_server.io.exr_layout import check_file
 from mam2_server.io.image import ImageIOError, read_info
-from mam2_server.io.sequence import SequencePattern, format_frame_range, parse_frame_range
+from mam2_server.io.source import ALPHA_SUFFIXES, RGBA_SUFFIXES
+from mam2_server.io.sequence import SequencePattern, format_frame_range, holes, parse_frame_range
 from mam2_server.prompts import Prompt, PromptError, keyframes, load_prompts
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ def load_manifest(path: str | Path, *, engine: str | None = None, checkpoint: st
             if value is None:
                 continue
             suffix = Path(value).suffix.lower()
-            allowed = (".exr",) if key == "rgba" else (".exr", ".png")
+            allowed = RGBA_SUFFIXES if key == "rgba" else ALPHA_SUFFIXES
             if suffix not in allowed:
                 fatal.append(f"{where}: {key} {value}: needs a {' or '.join(allowed)} pattern")
             writer = f"shot {name} ({key})"
@@ -282,8 +283,7 @@ def sequence_gaps(shot: Shot) -> list[int]:
     is matted around silently otherwise; with "frames" it is a problem)."""
     if shot.frames is not None or not shot.input:
         return []
-    existing = SequencePattern(shot.input).existing_frames()
-    return sorted(set(range(existing[0], existing[-1] + 1)) - set(existing)) if existing else []
+    return holes(SequencePattern(shot.input).existing_frames())
 
 
 def parse_chunk(text: str) -> tuple[int, int]:

@@ -18,8 +18,8 @@ from mam2_server.cli import CLIError
 from mam2_server.engines import DEFAULT_ENGINE, EngineConfig, available_engines, create_engine
 from mam2_server.io.colour import ColourConverter
 from mam2_server.io.atomic import unwritable_folder
-from mam2_server.io.sequence import SequencePattern, format_frame_range, parse_frame_range
-from mam2_server.io.source import SequenceSource
+from mam2_server.io.sequence import SequencePattern, format_frame_range, holes, parse_frame_range
+from mam2_server.io.source import ALPHA_SUFFIXES, RGBA_SUFFIXES, SequenceSource
 from mam2_server.prompts import Point, Prompt, keyframes, load_mask, load_prompts
 from mam2_server.shot import matte_shot
 
@@ -102,12 +102,12 @@ def check_outputs(args: argparse.Namespace) -> None:
         if value and (why := unwritable_folder(SequencePattern(value).directory)):
             raise CLIError(f"{flag} {value}: {why}")
     suffix = SequencePattern(args.output).path(1).suffix.lower()
-    if suffix not in (".exr", ".png"):  # as a batch manifest: a matte in 8-bit or lossy formats loses its edges
+    if suffix not in ALPHA_SUFFIXES:  # as a batch manifest: a matte in 8-bit or lossy formats loses its edges
         raise CLIError(f"-o {args.output}: mattes are written as .exr (half-float A) or .png (16-bit), not {suffix}")
     if not args.rgba:
         return
     rgba, alpha = SequencePattern(args.rgba), SequencePattern(args.output)
-    if rgba.path(1).suffix.lower() != ".exr":
+    if rgba.path(1).suffix.lower() not in RGBA_SUFFIXES:
         raise CLIError(f"--rgba {args.rgba}: premultiplied scene-linear RGBA needs an .exr pattern")
     if rgba.path(1).resolve() == alpha.path(1).resolve():
         raise CLIError(f"--rgba {args.rgba} is the alpha output -o {args.output}: give them different names")
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     pattern = SequencePattern(args.input)
     frames = parse_frame_range(args.frames) if args.frames else None
     source = SequenceSource(pattern, frames=frames, colour=ColourConverter(colorspace=args.colorspace))
-    if frames is None and (gaps := sorted(set(range(source.frames[0], source.frames[-1] + 1)) - set(source.frames))):
+    if frames is None and (gaps := holes(source.frames)):
         print(f"mam2: warning: no plates for frames {format_frame_range(gaps)} inside the sequence; they are "
               "skipped (give --frames to make that an error)", file=sys.stderr)
     prompts = collect_prompts(args, source.frames[0])

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-__all__ = ["SequencePattern", "parse_frame_range", "format_frame_range"]
+__all__ = ["SequencePattern", "parse_frame_range", "format_frame_range", "holes"]
 
 _TOKEN = re.compile(r"#+|@+|%(0?\d+)?d|\$F(\d*)")
 
@@ -110,6 +110,12 @@ def parse_frame_range(text: str) -> list[int]:
             raise ValueError(f"bad frame range {text!r}: step must be at least 1 in {part.strip()!r}")
         frames.update(range(start, end + 1, step))
     return sorted(frames)
+
+
+def holes(frames: Iterable[int]) -> list[int]:
+    """The frames missing between the first and the last of `frames` (a render that failed to write some)."""
+    have = set(frames)
+    return sorted(set(range(min(have), max(have) + 1)) - have) if have else []
 
 
 def format_frame_range(frames: Iterable[int]) -> str:

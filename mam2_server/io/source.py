@@ -19,7 +19,10 @@ from mam2_server.io.image import ImageIOError, read_image, read_info, sanitise, 
 from mam2_server.io.info import ImageInfo, from_display_window, to_display_window
 from mam2_server.io.sequence import SequencePattern, format_frame_range
 
-__all__ = ["SequenceSource", "ArraySource", "write_alpha_frame", "write_rgba_frame"]
+__all__ = ["SequenceSource", "ArraySource", "write_alpha_frame", "write_rgba_frame", "ALPHA_SUFFIXES", "RGBA_SUFFIXES"]
+
+ALPHA_SUFFIXES = (".exr", ".png")  # what a matte is written as: half-float EXR or 16-bit PNG (never 8-bit, lossy)
+RGBA_SUFFIXES = (".exr",)  # premultiplied scene-linear RGBA
 
 
 class _FrameCache:
@@ -212,7 +215,7 @@ def write_rgba_frame(pattern: SequencePattern, frame: int, rgba: np.ndarray, lik
     plate's windows and metadata, cut to its data window (overscan beyond the display window is 0:
     no matte there); float plates stay float, others are written half."""
     path = pattern.path(frame)
-    if path.suffix.lower() != ".exr":
+    if path.suffix.lower() not in RGBA_SUFFIXES:
         raise ImageIOError(f"{path}: premultiplied scene-linear RGBA is written as EXR only")
     rgba = np.array(rgba, np.float32)
     if rgba.shape != (like.full_height, like.full_width, 4):
